@@ -136,7 +136,7 @@ class Server:
         """
         ...
     def remove_model(self, name: str) -> None:
-        """Stop serving `name`; its queued requests are still answered. Raises KeyError if absent."""
+        """Stop serving `name`; what it admitted is still answered. Raises KeyError if absent."""
         ...
     def model_names(self) -> list[str]:
         """Names of the models being served."""
