@@ -9,7 +9,7 @@ batch with numpy views of the assembled batch buffers.
 """
 
 from collections.abc import Sequence
-from typing import Protocol, final
+from typing import Protocol, TypedDict, final
 
 import numpy as np
 import numpy.typing as npt
@@ -159,3 +159,57 @@ class Server:
     def wait(self, timeout_s: float | None = None) -> bool:
         """Block (GIL released) until the server stops; False if `timeout_s` passed first."""
         ...
+
+class LoadResult(TypedDict):
+    """What `run_load` measured in its window (after warm-up)."""
+
+    sent: int
+    """Requests whose intended send time fell in the window."""
+    window_s: float
+    malformed: int
+    """Answers without the expected number of outputs."""
+    intended_s: npt.NDArray[np.float64]
+    """Per answer: intended send time, seconds from the window's start."""
+    latency_ms: npt.NDArray[np.float64]
+    """Per answer: from its intended send time to the answer."""
+    code: npt.NDArray[np.int32]
+    """Per answer: gRPC status code (0 OK; stream errors count as 2, UNKNOWN)."""
+    send_lag_ms: npt.NDArray[np.float64]
+    """Per request sent: actual minus intended send time."""
+    errors: dict[str, int]
+    """Failures by gRPC status name."""
+    error_examples: dict[str, str]
+    """The first message seen for each failing status."""
+
+def run_load(
+    target: str,
+    requests: Sequence[bytes],
+    *,
+    mode: str = "closed",
+    concurrency: int = 1,
+    rate: float = 0.0,
+    api: str = "unary",
+    connections: int = 4,
+    warmup_s: float = 1.0,
+    duration_s: float = 5.0,
+    expected_outputs: int = 1,
+    seed: int = 0,
+) -> LoadResult:
+    """Drive a KServe v2 gRPC server at `target` (GIL released, own tokio runtime).
+
+    Args:
+        target: `host:port`.
+        requests: serialized `ModelInferRequest`s, sent in turn.
+        mode: `closed` (`concurrency` calls in flight) or `open` (Poisson at `rate`/s).
+        api: `unary` (ModelInfer) or `stream` (ModelStreamInfer, ids rewritten).
+        connections: HTTP/2 connections to spread calls over.
+        warmup_s: load before the window; not recorded.
+        duration_s: the measured window.
+        expected_outputs: outputs every answer must carry.
+        seed: seeds the arrival process.
+
+    Raises:
+        ValueError: bad mode, api or request bytes.
+        RuntimeError: the target cannot be reached.
+    """
+    ...

@@ -3,6 +3,8 @@
 ```
 tidal serve [REPO]     serve a model repository (the example models without one)
 tidal zoo DIR          write the example models into DIR
+tidal bench TARGET     measure latency and throughput of any KServe v2 gRPC server
+tidal demo             serve the example models, drive load, print the table
 ```
 
 Each subcommand is a pair of functions: `_add_<name>` declares its
@@ -115,10 +117,41 @@ def _run_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .bench import command  # matplotlib and rich load only for this command
+
+    p = commands.add_parser(
+        "bench",
+        parents=[_common()],
+        help="measure latency and throughput of any KServe v2 gRPC server",
+        description="Drive TARGET with closed-loop or open-loop (Poisson) load from a Rust"
+        " load generator; print a table, and with --out write results.json and a plot.",
+    )
+    command.add_arguments(p)
+    p.set_defaults(run=command.run)
+
+
+def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser(
+        "demo",
+        parents=[_common()],
+        help="serve the example models, drive load and print the latency/throughput table",
+    )
+    p.add_argument("--duration", type=float, default=3.0, metavar="S", help="seconds per step")
+    p.set_defaults(run=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(duration_s=args.duration)
+
+
 _COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_serve,
     _add_zoo,
-    # `tidal bench` (tidal.bench: scenarios, load generation, reports) goes here.
+    _add_bench,
+    _add_demo,
 ]
 
 

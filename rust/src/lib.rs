@@ -6,6 +6,7 @@
 
 pub mod batch;
 pub mod error;
+pub mod loadgen;
 pub mod model;
 pub mod policy;
 pub mod queue;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
@@ -69,7 +69,7 @@ impl ServerState {
     }
 
     /// Sets readiness, reflected in ServerReady and the health service.
-    pub async fn set_ready(&self, ready: bool) {
+    pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
         let status = if ready {
             ServingStatus::Serving
@@ -77,8 +77,15 @@ impl ServerState {
             ServingStatus::NotServing
         };
         for name in SERVICE_NAMES {
-            self.health.set_service_status(name, status).await;
+            self.set_health(name, status);
         }
+    }
+
+    /// The health reporter's lock is runtime-agnostic, so it is updated in
+    /// place: callers may be plain threads or blocking tasks of the runtime,
+    /// where entering the runtime again is not allowed.
+    fn set_health(&self, name: &str, status: ServingStatus) {
+        futures::executor::block_on(self.health.set_service_status(name, status));
     }
 
     /// Installs the handler of the repository calls.
@@ -92,18 +99,18 @@ impl ServerState {
 
     /// Serves `model`, announcing it to the health service; returns the
     /// model it replaced, for the caller to shut down.
-    pub async fn add_model(&self, model: ServedModel) -> Option<Arc<ServedModel>> {
+    pub fn add_model(&self, model: ServedModel) -> Option<Arc<ServedModel>> {
         let name = model.spec.name.clone();
         let replaced = self.registry.insert(model);
-        self.health.set_service_status(name, ServingStatus::Serving).await;
+        self.set_health(&name, ServingStatus::Serving);
         replaced
     }
 
     /// Stops routing to `name`; returns it for the caller to shut down.
-    pub async fn remove_model(&self, name: &str) -> Option<Arc<ServedModel>> {
+    pub fn remove_model(&self, name: &str) -> Option<Arc<ServedModel>> {
         let removed = self.registry.remove(name);
         if removed.is_some() {
-            self.health.set_service_status(name, ServingStatus::NotServing).await;
+            self.set_health(name, ServingStatus::NotServing);
         }
         removed
     }
@@ -170,7 +177,6 @@ pub async fn start(options: ServerOptions) -> std::io::Result<RunningServer> {
     .max_encoding_message_size(limit);
     let (stop, stopped) = oneshot::channel::<()>();
     let router = Server::builder()
-        .tcp_nodelay(true)
         .layer(tower::util::MapResponseLayer::new(
             status::remap_message_size::<tonic::body::Body>,
         ))
@@ -178,7 +184,8 @@ pub async fn start(options: ServerOptions) -> std::io::Result<RunningServer> {
         .add_service(reflection)
         .add_service(inference);
     let task = tokio::spawn(router.serve_with_incoming_shutdown(
-        TcpListenerStream::new(listener),
+        // Small answers must not wait for Nagle's algorithm and the peer's delayed ACK.
+        TcpIncoming::from(listener).with_nodelay(Some(true)),
         async {
             let _ = stopped.await;
         },
