@@ -24,7 +24,10 @@ pub struct BatchOutput {
 
 /// The outputs any request of the batch asked for, ascending.
 pub fn needed_outputs(requests: &[&InferRequest]) -> Vec<usize> {
-    let mut needed: Vec<usize> = requests.iter().flat_map(|r| r.outputs.iter().copied()).collect();
+    let mut needed: Vec<usize> = requests
+        .iter()
+        .flat_map(|r| r.outputs.iter().copied())
+        .collect();
     needed.sort_unstable();
     needed.dedup();
     needed
@@ -95,8 +98,8 @@ fn split_one(
     rows: usize,
     requests: &[&InferRequest],
 ) -> Result<Vec<Tensor>, String> {
-    let count = element_count(&result.shape)
-        .ok_or_else(|| format!("invalid shape {:?}", result.shape))?;
+    let count =
+        element_count(&result.shape).ok_or_else(|| format!("invalid shape {:?}", result.shape))?;
     // Element boundaries: fixed-size types by arithmetic, BYTES by walking prefixes.
     let offsets: Option<Vec<usize>> = match datatype.element_size() {
         Some(size) => {
@@ -133,7 +136,7 @@ fn split_one(
             result.shape
         ));
     }
-    let per_row = if rows == 0 { 0 } else { count / rows };
+    let per_row = count.checked_div(rows).unwrap_or(0);
     let byte_at = |element: usize| match (&offsets, datatype.element_size()) {
         (Some(offsets), _) => offsets[element],
         (None, Some(size)) => element * size,

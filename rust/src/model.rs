@@ -111,7 +111,10 @@ impl ModelSpec {
                     return bad(format!("{kind} `{}` is declared twice", t.name));
                 }
                 if let Some(d) = t.shape.iter().find(|&&d| d < -1) {
-                    return bad(format!("{kind} `{}` has an invalid dimension `{d}`", t.name));
+                    return bad(format!(
+                        "{kind} `{}` has an invalid dimension `{d}`",
+                        t.name
+                    ));
                 }
             }
         }
@@ -176,12 +179,23 @@ pub(crate) mod tests {
         let mut s = spec(8);
         s.batching.preferred_batch_sizes = vec![4, 16];
         let err = s.validate().unwrap_err().to_string();
-        assert!(err.contains("preferred_batch_sizes") && err.contains("16"), "{err}");
+        assert!(
+            err.contains("preferred_batch_sizes") && err.contains("16"),
+            "{err}"
+        );
         let mut s = spec(8);
         s.queue_capacity = 0;
-        assert!(s.validate().unwrap_err().to_string().contains("queue.capacity"));
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("queue.capacity"));
         let mut s = spec(8);
         s.outputs.push(s.outputs[0].clone());
-        assert!(s.validate().unwrap_err().to_string().contains("declared twice"));
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("declared twice"));
     }
 }

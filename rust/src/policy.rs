@@ -85,7 +85,12 @@ impl Policy for StaticPolicy {
                 max_rows: self.max_batch_size,
             };
         }
-        if let Some(&size) = self.preferred.iter().rev().find(|&&p| p <= view.queued_rows) {
+        if let Some(&size) = self
+            .preferred
+            .iter()
+            .rev()
+            .find(|&&p| p <= view.queued_rows)
+        {
             return Decision::Dispatch { max_rows: size };
         }
         let due = view.oldest_arrival + self.max_queue_delay;
@@ -128,7 +133,10 @@ mod tests {
 
     #[test]
     fn zero_delay_dispatches_whatever_waits() {
-        assert_eq!(policy(0, &[]).decide(&view(1, 0)), Decision::Dispatch { max_rows: 8 });
+        assert_eq!(
+            policy(0, &[]).decide(&view(1, 0)),
+            Decision::Dispatch { max_rows: 8 }
+        );
     }
 
     #[test]
@@ -148,7 +156,10 @@ mod tests {
                 until: v.oldest_arrival + Duration::from_micros(1_000)
             }
         );
-        assert_eq!(p.decide(&view(3, 1_000)), Decision::Dispatch { max_rows: 8 });
+        assert_eq!(
+            p.decide(&view(3, 1_000)),
+            Decision::Dispatch { max_rows: 8 }
+        );
     }
 
     #[test]

@@ -81,11 +81,18 @@ impl TensorSpec {
     #[new]
     fn new(name: String, datatype: String, shape: Vec<i64>) -> PyResult<Self> {
         parse_datatype(&datatype)?;
-        Ok(Self { name, datatype, shape })
+        Ok(Self {
+            name,
+            datatype,
+            shape,
+        })
     }
 
     fn __repr__(&self) -> String {
-        format!("TensorSpec({:?}, {:?}, {:?})", self.name, self.datatype, self.shape)
+        format!(
+            "TensorSpec({:?}, {:?}, {:?})",
+            self.name, self.datatype, self.shape
+        )
     }
 }
 
@@ -162,7 +169,10 @@ impl ModelSpec {
     }
 
     fn __repr__(&self) -> String {
-        format!("ModelSpec({:?}, version={:?}, policy={:?})", self.name, self.version, self.policy)
+        format!(
+            "ModelSpec({:?}, version={:?}, policy={:?})",
+            self.name, self.version, self.policy
+        )
     }
 }
 
@@ -180,7 +190,11 @@ impl ModelSpec {
                 self.name, self.slo_ms
             )));
         }
-        let tensors = |list: &[TensorSpec]| list.iter().map(TensorSpec::to_core).collect::<PyResult<Vec<_>>>();
+        let tensors = |list: &[TensorSpec]| {
+            list.iter()
+                .map(TensorSpec::to_core)
+                .collect::<PyResult<Vec<_>>>()
+        };
         Ok(CoreSpec {
             name: self.name.clone(),
             version: self.version.clone(),
@@ -216,7 +230,12 @@ fn numpy(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
 }
 
 impl PyExecutor {
-    fn call(&self, py: Python<'_>, inputs: Vec<BatchInput>, outputs: &[usize]) -> PyResult<Vec<BatchOutput>> {
+    fn call(
+        &self,
+        py: Python<'_>,
+        inputs: Vec<BatchInput>,
+        outputs: &[usize],
+    ) -> PyResult<Vec<BatchOutput>> {
         let np = numpy(py)?;
         let arrays = PyDict::new(py);
         for (spec, input) in self.spec.inputs.iter().zip(inputs) {
@@ -231,7 +250,10 @@ impl PyExecutor {
             };
             arrays.set_item(&spec.name, array.call_method1("reshape", (shape,))?)?;
         }
-        let names = PyList::new(py, outputs.iter().map(|&i| self.spec.outputs[i].name.as_str()))?;
+        let names = PyList::new(
+            py,
+            outputs.iter().map(|&i| self.spec.outputs[i].name.as_str()),
+        )?;
         let results = self.callable.bind(py).call1((arrays, names))?;
         let results: Vec<Bound<'_, PyAny>> = results.try_iter()?.collect::<PyResult<_>>()?;
         if results.len() != outputs.len() {
@@ -250,13 +272,21 @@ impl PyExecutor {
 }
 
 impl Executor for PyExecutor {
-    fn execute(&mut self, inputs: Vec<BatchInput>, outputs: &[usize]) -> Result<Vec<BatchOutput>, String> {
+    fn execute(
+        &mut self,
+        inputs: Vec<BatchInput>,
+        outputs: &[usize],
+    ) -> Result<Vec<BatchOutput>, String> {
         Python::attach(|py| self.call(py, inputs, outputs).map_err(|e| e.to_string()))
     }
 }
 
 /// A raw BYTES buffer as a flat numpy object array of `bytes`.
-fn bytes_to_numpy<'py>(py: Python<'py>, np: &Bound<'py, PyModule>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+fn bytes_to_numpy<'py>(
+    py: Python<'py>,
+    np: &Bound<'py, PyModule>,
+    data: &[u8],
+) -> PyResult<Bound<'py, PyAny>> {
     let offsets = crate::tensor::bytes_element_offsets(data).map_err(PyValueError::new_err)?;
     let items = PyList::empty(py);
     for pair in offsets.windows(2) {
@@ -268,7 +298,11 @@ fn bytes_to_numpy<'py>(py: Python<'py>, np: &Bound<'py, PyModule>, data: &[u8]) 
 }
 
 /// An executor's output array in the raw layout of `spec`'s datatype.
-fn numpy_to_output(np: &Bound<'_, PyModule>, spec: &CoreTensor, array: &Bound<'_, PyAny>) -> PyResult<BatchOutput> {
+fn numpy_to_output(
+    np: &Bound<'_, PyModule>,
+    spec: &CoreTensor,
+    array: &Bound<'_, PyAny>,
+) -> PyResult<BatchOutput> {
     let array = np.call_method1("ascontiguousarray", (array,))?;
     let untyped = array.cast::<PyUntypedArray>().map_err(|_| {
         PyValueError::new_err(format!("output `{}` is not a numpy array", spec.name))
@@ -282,13 +316,19 @@ fn numpy_to_output(np: &Bound<'_, PyModule>, spec: &CoreTensor, array: &Bound<'_
                 s.to_str()?.as_bytes().to_vec()
             } else {
                 item.extract::<Vec<u8>>().map_err(|_| {
-                    PyValueError::new_err(format!("output `{}` holds an element that is neither bytes nor str", spec.name))
+                    PyValueError::new_err(format!(
+                        "output `{}` holds an element that is neither bytes nor str",
+                        spec.name
+                    ))
                 })?
             };
             data.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
             data.extend_from_slice(&bytes);
         }
-        return Ok(BatchOutput { shape, data: Bytes::from(data) });
+        return Ok(BatchOutput {
+            shape,
+            data: Bytes::from(data),
+        });
     }
     let expected = numpy_dtype(spec.datatype);
     let dtype = array.getattr("dtype")?;
@@ -300,7 +340,9 @@ fn numpy_to_output(np: &Bound<'_, PyModule>, spec: &CoreTensor, array: &Bound<'_
             spec.datatype
         )));
     }
-    let flat = array.call_method1("view", ("uint8",))?.call_method1("reshape", (-1,))?;
+    let flat = array
+        .call_method1("view", ("uint8",))?
+        .call_method1("reshape", (-1,))?;
     let bytes: PyReadonlyArray1<'_, u8> = flat.extract()?;
     Ok(BatchOutput {
         shape,
@@ -314,13 +356,23 @@ struct PyRepository(Py<PyAny>);
 impl PyRepository {
     fn call(&self, method: &str, name: &str) -> Result<(), CoreError> {
         Python::attach(|py| {
-            self.0.bind(py).call_method1(method, (name,)).map(drop).map_err(|e| {
-                if e.is_instance_of::<PyKeyError>(py) {
-                    CoreError::ModelNotFound { name: name.into(), version: String::new() }
-                } else {
-                    CoreError::Internal(format!("cannot {method} model `{name}`: {}", e.value(py)))
-                }
-            })
+            self.0
+                .bind(py)
+                .call_method1(method, (name,))
+                .map(drop)
+                .map_err(|e| {
+                    if e.is_instance_of::<PyKeyError>(py) {
+                        CoreError::ModelNotFound {
+                            name: name.into(),
+                            version: String::new(),
+                        }
+                    } else {
+                        CoreError::Internal(format!(
+                            "cannot {method} model `{name}`: {}",
+                            e.value(py)
+                        ))
+                    }
+                })
         })
     }
 }
@@ -336,7 +388,12 @@ impl RepositoryHooks for PyRepository {
                 .map_err(|e| CoreError::Internal(format!("cannot index the repository: {e}")))?;
             Ok(rows
                 .into_iter()
-                .map(|(name, version, state, reason)| IndexEntry { name, version, state, reason })
+                .map(|(name, version, state, reason)| IndexEntry {
+                    name,
+                    version,
+                    state,
+                    reason,
+                })
                 .collect())
         })
     }
@@ -374,9 +431,22 @@ impl Server {
     #[new]
     #[pyo3(signature = (*, host = "127.0.0.1".to_string(), port = 8001, max_message_bytes = i32::MAX as usize,
                         runtime_threads = 0, name = "tidal".to_string(), version = env!("CARGO_PKG_VERSION").to_string()))]
-    fn new(host: String, port: u16, max_message_bytes: usize, runtime_threads: usize, name: String, version: String) -> Self {
+    fn new(
+        host: String,
+        port: u16,
+        max_message_bytes: usize,
+        runtime_threads: usize,
+        name: String,
+        version: String,
+    ) -> Self {
         Self {
-            options: ServerOptions { host, port, max_message_bytes, name, version },
+            options: ServerOptions {
+                host,
+                port,
+                max_message_bytes,
+                name,
+                version,
+            },
             runtime_threads,
             runtime: Mutex::new(None),
             running: Mutex::new(None),
@@ -392,16 +462,22 @@ impl Server {
             n => n,
         };
         let options = self.options.clone();
-        let (runtime, running) = py.detach(move || -> std::io::Result<_> {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(threads)
-                .thread_name("tidal-grpc")
-                .enable_all()
-                .build()?;
-            let running = runtime.block_on(server::start(options))?;
-            Ok((runtime, running))
-        })
-        .map_err(|e| PyOSError::new_err(format!("cannot serve on {}:{}: {e}", self.options.host, self.options.port)))?;
+        let (runtime, running) = py
+            .detach(move || -> std::io::Result<_> {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(threads)
+                    .thread_name("tidal-grpc")
+                    .enable_all()
+                    .build()?;
+                let running = runtime.block_on(server::start(options))?;
+                Ok((runtime, running))
+            })
+            .map_err(|e| {
+                PyOSError::new_err(format!(
+                    "cannot serve on {}:{}: {e}",
+                    self.options.host, self.options.port
+                ))
+            })?;
         let port = running.port;
         *self.runtime.lock() = Some(runtime);
         *self.running.lock() = Some(running);
@@ -413,12 +489,22 @@ impl Server {
         Ok(())
     }
 
-    fn add_model(&self, py: Python<'_>, spec: PyRef<'_, ModelSpec>, executors: Vec<Py<PyAny>>) -> PyResult<()> {
+    fn add_model(
+        &self,
+        py: Python<'_>,
+        spec: PyRef<'_, ModelSpec>,
+        executors: Vec<Py<PyAny>>,
+    ) -> PyResult<()> {
         let state = self.state()?;
         let core = Arc::new(spec.to_core()?);
         let executors: Vec<Box<dyn Executor>> = executors
             .into_iter()
-            .map(|callable| Box::new(PyExecutor { callable, spec: Arc::clone(&core) }) as Box<dyn Executor>)
+            .map(|callable| {
+                Box::new(PyExecutor {
+                    callable,
+                    spec: Arc::clone(&core),
+                }) as Box<dyn Executor>
+            })
             .collect();
         let model = ServedModel::start((*core).clone(), executors).map_err(to_py)?;
         if let Some(replaced) = state.add_model(model) {
@@ -429,9 +515,10 @@ impl Server {
     }
 
     fn remove_model(&self, py: Python<'_>, name: &str) -> PyResult<()> {
-        let removed = self.state()?.remove_model(name).ok_or_else(|| {
-            PyKeyError::new_err(format!("model `{name}` is not served"))
-        })?;
+        let removed = self
+            .state()?
+            .remove_model(name)
+            .ok_or_else(|| PyKeyError::new_err(format!("model `{name}` is not served")))?;
         py.detach(|| removed.shutdown());
         Ok(())
     }
@@ -488,7 +575,8 @@ impl Server {
             let state = Arc::clone(&running.state);
             state.set_ready(false);
             if let Some(runtime) = runtime {
-                let _ = runtime.block_on(async { tokio::time::timeout(grace, running.shutdown()).await });
+                let _ = runtime
+                    .block_on(async { tokio::time::timeout(grace, running.shutdown()).await });
                 for name in state.registry.names() {
                     if let Some(model) = state.remove_model(&name) {
                         model.shutdown();
@@ -504,7 +592,11 @@ impl Server {
     fn wait(&self, py: Python<'_>, timeout_s: Option<f64>) -> bool {
         let until = timeout_s.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
         py.detach(|| loop {
-            let finished = self.running.lock().as_ref().is_none_or(RunningServer::is_finished);
+            let finished = self
+                .running
+                .lock()
+                .as_ref()
+                .is_none_or(RunningServer::is_finished);
             if finished {
                 return true;
             }
@@ -538,21 +630,39 @@ fn run_load<'py>(
     use crate::loadgen::{Api, LoadConfig, Mode};
     use prost::Message as _;
     let mode = match mode {
-        "closed" => Mode::Closed { concurrency: concurrency.max(1) },
+        "closed" => Mode::Closed {
+            concurrency: concurrency.max(1),
+        },
         "open" if rate > 0.0 && rate.is_finite() => Mode::Open { rate },
-        "open" => return Err(PyValueError::new_err(format!("open-loop load needs a positive `rate`, got `{rate}`"))),
-        other => return Err(PyValueError::new_err(format!("unknown mode `{other}`; expected `closed` or `open`"))),
+        "open" => {
+            return Err(PyValueError::new_err(format!(
+                "open-loop load needs a positive `rate`, got `{rate}`"
+            )))
+        }
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "unknown mode `{other}`; expected `closed` or `open`"
+            )))
+        }
     };
     let api = match api {
         "unary" => Api::Unary,
         "stream" => Api::Stream,
-        other => return Err(PyValueError::new_err(format!("unknown api `{other}`; expected `unary` or `stream`"))),
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "unknown api `{other}`; expected `unary` or `stream`"
+            )))
+        }
     };
     let requests = requests
         .iter()
         .map(|bytes| crate::server::proto::ModelInferRequest::decode(bytes.as_slice()))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| PyValueError::new_err(format!("a request is not a serialized ModelInferRequest: {e}")))?;
+        .map_err(|e| {
+            PyValueError::new_err(format!(
+                "a request is not a serialized ModelInferRequest: {e}"
+            ))
+        })?;
     let config = LoadConfig {
         target,
         requests,
@@ -564,16 +674,30 @@ fn run_load<'py>(
         expected_outputs,
         seed,
     };
-    let report = py.detach(|| crate::loadgen::run(config)).map_err(PyRuntimeError::new_err)?;
+    let report = py
+        .detach(|| crate::loadgen::run(config))
+        .map_err(PyRuntimeError::new_err)?;
     let d = PyDict::new(py);
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     d.set_item("sent", report.sent)?;
     d.set_item("window_s", report.window.as_secs_f64())?;
     d.set_item("malformed", report.malformed)?;
-    d.set_item("intended_s", PyArray1::from_iter(py, report.samples.iter().map(|s| s.intended.as_secs_f64())))?;
-    d.set_item("latency_ms", PyArray1::from_iter(py, report.samples.iter().map(|s| ms(s.latency))))?;
-    d.set_item("code", PyArray1::from_iter(py, report.samples.iter().map(|s| s.code)))?;
-    d.set_item("send_lag_ms", PyArray1::from_iter(py, report.send_lag.iter().map(|&l| ms(l))))?;
+    d.set_item(
+        "intended_s",
+        PyArray1::from_iter(py, report.samples.iter().map(|s| s.intended.as_secs_f64())),
+    )?;
+    d.set_item(
+        "latency_ms",
+        PyArray1::from_iter(py, report.samples.iter().map(|s| ms(s.latency))),
+    )?;
+    d.set_item(
+        "code",
+        PyArray1::from_iter(py, report.samples.iter().map(|s| s.code)),
+    )?;
+    d.set_item(
+        "send_lag_ms",
+        PyArray1::from_iter(py, report.send_lag.iter().map(|&l| ms(l))),
+    )?;
     d.set_item("errors", report.errors.into_pyobject(py)?)?;
     d.set_item("error_examples", report.error_examples.into_pyobject(py)?)?;
     Ok(d)

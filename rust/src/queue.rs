@@ -233,7 +233,10 @@ impl<T: Job> Consumer<'_, T> {
 
     /// The front items of each lane, highest priority first.
     pub fn heads(&self) -> impl Iterator<Item = &T> {
-        self.lanes.lanes.iter().filter_map(|l| l.peek().map(|e| &e.item))
+        self.lanes
+            .lanes
+            .iter()
+            .filter_map(|l| l.peek().map(|e| &e.item))
     }
 
     /// Takes items in priority order, earliest deadline first within a level,
@@ -258,7 +261,9 @@ impl<T: Job> Consumer<'_, T> {
                     continue;
                 }
                 let fits = rows + entry.item.rows() <= max_rows;
-                let compatible = batch.first().is_none_or(|first| entry.item.batches_with(first));
+                let compatible = batch
+                    .first()
+                    .is_none_or(|first| entry.item.batches_with(first));
                 if !fits || !compatible {
                     break 'lanes;
                 }
@@ -466,15 +471,31 @@ pub(crate) mod tests {
         }
         let mut c = q.consumer();
         c.drain_inbox();
-        assert_eq!(ids(&c.take(3, Instant::now(), &mut no_drops)), vec![2, 4, 1]);
+        assert_eq!(
+            ids(&c.take(3, Instant::now(), &mut no_drops)),
+            vec![2, 4, 1]
+        );
     }
 
     #[test]
     fn take_respects_rows_and_shape_compatibility() {
         let q = Queue::new(16, 1);
-        q.push(TestJob { rows: 3, ..TestJob::new(1) }).unwrap();
-        q.push(TestJob { rows: 3, ..TestJob::new(2) }).unwrap();
-        q.push(TestJob { rows: 1, shape: 1, ..TestJob::new(3) }).unwrap();
+        q.push(TestJob {
+            rows: 3,
+            ..TestJob::new(1)
+        })
+        .unwrap();
+        q.push(TestJob {
+            rows: 3,
+            ..TestJob::new(2)
+        })
+        .unwrap();
+        q.push(TestJob {
+            rows: 1,
+            shape: 1,
+            ..TestJob::new(3)
+        })
+        .unwrap();
         let mut c = q.consumer();
         c.drain_inbox();
         assert_eq!(c.rows(), 7);

@@ -139,7 +139,11 @@ mod tests {
         };
         let batch = s.next_batch(&mut |_, _| {}).unwrap();
         feeder.join().unwrap();
-        assert_eq!(batch.len(), 2, "the delay should have let the second request join");
+        assert_eq!(
+            batch.len(),
+            2,
+            "the delay should have let the second request join"
+        );
     }
 
     #[test]
@@ -161,7 +165,9 @@ mod tests {
         .unwrap();
         s.submit(TestJob::new(8)).unwrap();
         let mut dropped = Vec::new();
-        let batch = s.next_batch(&mut |j: TestJob, r| dropped.push((j.id, r))).unwrap();
+        let batch = s
+            .next_batch(&mut |j: TestJob, r| dropped.push((j.id, r)))
+            .unwrap();
         assert_eq!(batch.iter().map(|j| j.id).collect::<Vec<_>>(), vec![8]);
         assert_eq!(dropped, vec![(7, DropReason::Expired)]);
     }

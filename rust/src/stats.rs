@@ -184,7 +184,8 @@ impl ModelStats {
     pub fn batch(&self, t: BatchTiming) {
         let requests = t.requests as u64;
         self.execution_count.fetch_add(1, Ordering::Relaxed);
-        self.inference_count.fetch_add(t.rows as u64, Ordering::Relaxed);
+        self.inference_count
+            .fetch_add(t.rows as u64, Ordering::Relaxed);
         self.compute_input.add(requests, t.input);
         self.compute_infer.add(requests, t.infer);
         self.compute_output.add(requests, t.output);
@@ -200,7 +201,10 @@ impl ModelStats {
             f.compute_infer_ns += nanos(t.infer);
             f.compute_output_ns += nanos(t.output);
         }
-        record(&mut self.histograms.lock().compute, t.input + t.infer + t.output);
+        record(
+            &mut self.histograms.lock().compute,
+            t.input + t.infer + t.output,
+        );
     }
 
     /// A request was answered with a result after `total` in the server.
@@ -276,8 +280,20 @@ mod tests {
         s.refused();
         let snap = s.snapshot();
         assert_eq!((snap.inference_count, snap.execution_count), (5, 1));
-        assert_eq!(snap.queue, Duration2 { count: 2, ns: 400_000 });
-        assert_eq!(snap.compute_infer, Duration2 { count: 2, ns: 2_000_000 });
+        assert_eq!(
+            snap.queue,
+            Duration2 {
+                count: 2,
+                ns: 400_000
+            }
+        );
+        assert_eq!(
+            snap.compute_infer,
+            Duration2 {
+                count: 2,
+                ns: 2_000_000
+            }
+        );
         assert_eq!(snap.success.count, 1);
         assert_eq!(snap.fail.count, 1);
         assert_eq!((snap.expired, snap.refused), (1, 1));

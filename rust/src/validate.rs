@@ -53,7 +53,10 @@ pub fn build_request(
             )));
         };
         if slots[index].is_some() {
-            return Err(CoreError::invalid(format!("input `{}` is given twice", input.name)));
+            return Err(CoreError::invalid(format!(
+                "input `{}` is given twice",
+                input.name
+            )));
         }
         let expected = &spec.inputs[index];
         let datatype = DataType::parse(&input.datatype).ok_or_else(|| {
@@ -116,7 +119,10 @@ pub fn build_request(
 }
 
 fn names<'a>(names: impl Iterator<Item = &'a str>) -> String {
-    names.map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+    names
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn check_shape(spec: &ModelSpec, input: &RawInput, expected: &[i64]) -> Result<(), CoreError> {
@@ -148,8 +154,8 @@ fn check_shape(spec: &ModelSpec, input: &RawInput, expected: &[i64]) -> Result<(
     } else {
         shape.as_slice()
     };
-    let fits = own.len() == expected.len()
-        && own.iter().zip(expected).all(|(&d, &e)| e == -1 || d == e);
+    let fits =
+        own.len() == expected.len() && own.iter().zip(expected).all(|(&d, &e)| e == -1 || d == e);
     if fits {
         Ok(())
     } else {
@@ -159,7 +165,10 @@ fn check_shape(spec: &ModelSpec, input: &RawInput, expected: &[i64]) -> Result<(
 
 fn check_byte_size(input: &RawInput, datatype: DataType) -> Result<(), CoreError> {
     let count = element_count(&input.shape).ok_or_else(|| {
-        CoreError::invalid(format!("input `{}` has an invalid shape {:?}", input.name, input.shape))
+        CoreError::invalid(format!(
+            "input `{}` has an invalid shape {:?}",
+            input.name, input.shape
+        ))
     })?;
     match datatype.element_size() {
         Some(size) => {
@@ -226,10 +235,14 @@ fn deadline(spec: &ModelSpec, options: &RequestOptions, now: Instant) -> Option<
     // schedules by deadlines; the static policy keeps Triton's semantics,
     // where only the client's own limits apply.
     let objective = (spec.batching.policy == PolicyKind::Adaptive).then(|| now + spec.batching.slo);
-    [objective, options.timeout.map(|t| now + t), options.client_deadline]
-        .into_iter()
-        .flatten()
-        .min()
+    [
+        objective,
+        options.timeout.map(|t| now + t),
+        options.client_deadline,
+    ]
+    .into_iter()
+    .flatten()
+    .min()
 }
 
 #[cfg(test)]
@@ -318,7 +331,10 @@ mod tests {
             ..RequestOptions::default()
         };
         let r = build_request(&s, vec![x(&[1, 2], 8)], opts(2, Some(5)), now).unwrap();
-        assert_eq!((r.priority, r.deadline), (2, Some(now + Duration::from_millis(5))));
+        assert_eq!(
+            (r.priority, r.deadline),
+            (2, Some(now + Duration::from_millis(5)))
+        );
         let e = build_request(&s, vec![x(&[1, 2], 8)], opts(3, None), now).unwrap_err();
         assert!(e.to_string().contains("priority `3`"));
         let mut bad_output = opts(0, None);

@@ -17,7 +17,11 @@ pub trait Executor: Send {
     /// Executes the model on `inputs` (one per model input, in the model's
     /// order, batch dimension first) and returns the outputs listed in
     /// `outputs` (indices into the model's outputs), in that order.
-    fn execute(&mut self, inputs: Vec<BatchInput>, outputs: &[usize]) -> Result<Vec<BatchOutput>, String>;
+    fn execute(
+        &mut self,
+        inputs: Vec<BatchInput>,
+        outputs: &[usize],
+    ) -> Result<Vec<BatchOutput>, String>;
 }
 
 /// What a worker shares with its model.
@@ -66,7 +70,8 @@ fn execute(context: &Context, executor: &mut dyn Executor, batch: Vec<Pending>) 
     }))
     .unwrap_or_else(|_| Err("the executor panicked".into()));
     let executed = Instant::now();
-    let answers = result.and_then(|results| batch::split(&context.spec, &requests, &outputs, results));
+    let answers =
+        result.and_then(|results| batch::split(&context.spec, &requests, &outputs, results));
     let split = Instant::now();
     context.stats.batch(BatchTiming {
         rows,
@@ -96,4 +101,3 @@ fn execute(context: &Context, executor: &mut dyn Executor, batch: Vec<Pending>) 
         }
     }
 }
-

@@ -87,7 +87,9 @@ impl Shared {
         if self.in_window(intended) {
             let mut report = self.report.lock();
             report.sent += 1;
-            report.send_lag.push(actual.saturating_duration_since(intended));
+            report
+                .send_lag
+                .push(actual.saturating_duration_since(intended));
         }
     }
 
@@ -107,7 +109,10 @@ impl Shared {
             Err(status) => {
                 let name = format!("{:?}", status.code());
                 *report.errors.entry(name.clone()).or_default() += 1;
-                report.error_examples.entry(name).or_insert_with(|| status.message().to_string());
+                report
+                    .error_examples
+                    .entry(name)
+                    .or_insert_with(|| status.message().to_string());
                 status.code() as i32
             }
         };
@@ -147,7 +152,9 @@ async fn drive(config: LoadConfig) -> Result<LoadReport, String> {
         config,
     });
     match (shared.config.mode, shared.config.api) {
-        (Mode::Closed { concurrency }, Api::Unary) => closed_unary(&shared, &clients, concurrency).await,
+        (Mode::Closed { concurrency }, Api::Unary) => {
+            closed_unary(&shared, &clients, concurrency).await
+        }
         (Mode::Open { rate }, Api::Unary) => open_unary(&shared, &clients, rate).await,
         (mode, Api::Stream) => streamed(&shared, &clients, mode).await?,
     }
@@ -170,7 +177,9 @@ async fn closed_unary(shared: &Arc<Shared>, clients: &[Client], concurrency: usi
                     break;
                 }
                 shared.sent(intended, intended);
-                let result = client.model_infer(requests[i % requests.len()].clone()).await;
+                let result = client
+                    .model_infer(requests[i % requests.len()].clone())
+                    .await;
                 shared.answered(intended, result.map(tonic::Response::into_inner));
                 i += concurrency;
             }
@@ -251,8 +260,14 @@ async fn streamed(shared: &Arc<Shared>, clients: &[Client], mode: Mode) -> Resul
         readers.push(tokio::spawn(async move {
             while let Some(message) = answers.next().await {
                 let Ok(message) = message else { break };
-                let id = message.infer_response.as_ref().map(|r| r.id.clone()).unwrap_or_default();
-                let Some(intended) = pending.lock().remove(&id) else { continue };
+                let id = message
+                    .infer_response
+                    .as_ref()
+                    .map(|r| r.id.clone())
+                    .unwrap_or_default();
+                let Some(intended) = pending.lock().remove(&id) else {
+                    continue;
+                };
                 let result = if message.error_message.is_empty() {
                     Ok(message.infer_response.unwrap_or_default())
                 } else {

@@ -86,7 +86,9 @@ fn priority(request: &ModelInferRequest) -> Result<u64, CoreError> {
         None => Ok(0),
         Some(ParameterChoice::Uint64Param(p)) => Ok(*p),
         Some(ParameterChoice::Int64Param(p)) => u64::try_from(*p).map_err(|_| {
-            CoreError::invalid(format!("parameter `priority` must not be negative, got `{p}`"))
+            CoreError::invalid(format!(
+                "parameter `priority` must not be negative, got `{p}`"
+            ))
         }),
         Some(other) => Err(CoreError::invalid(format!(
             "parameter `priority` must be an int64 or uint64, got {other:?}"
@@ -98,7 +100,9 @@ fn timeout(request: &ModelInferRequest) -> Result<Option<Duration>, CoreError> {
     let micros = match parameter(request, "timeout") {
         None => return Ok(None),
         Some(ParameterChoice::Int64Param(t)) => u64::try_from(*t).map_err(|_| {
-            CoreError::invalid(format!("parameter `timeout` must not be negative, got `{t}`"))
+            CoreError::invalid(format!(
+                "parameter `timeout` must not be negative, got `{t}`"
+            ))
         })?,
         Some(ParameterChoice::Uint64Param(t)) => *t,
         Some(other) => {
@@ -152,7 +156,9 @@ fn typed_to_raw(input: &InferInputTensor) -> Result<Bytes, CoreError> {
     let mut out = BytesMut::new();
     let field = match datatype {
         DataType::Bool => {
-            c.bool_contents.iter().for_each(|&v| out.put_u8(u8::from(v)));
+            c.bool_contents
+                .iter()
+                .for_each(|&v| out.put_u8(u8::from(v)));
             "bool_contents"
         }
         DataType::Int8 => {
@@ -160,7 +166,9 @@ fn typed_to_raw(input: &InferInputTensor) -> Result<Bytes, CoreError> {
             "int_contents"
         }
         DataType::Int16 => {
-            c.int_contents.iter().for_each(|&v| out.put_i16_le(v as i16));
+            c.int_contents
+                .iter()
+                .for_each(|&v| out.put_i16_le(v as i16));
             "int_contents"
         }
         DataType::Int32 => {
@@ -176,7 +184,9 @@ fn typed_to_raw(input: &InferInputTensor) -> Result<Bytes, CoreError> {
             "uint_contents"
         }
         DataType::Uint16 => {
-            c.uint_contents.iter().for_each(|&v| out.put_u16_le(v as u16));
+            c.uint_contents
+                .iter()
+                .for_each(|&v| out.put_u16_le(v as u16));
             "uint_contents"
         }
         DataType::Uint32 => {
@@ -219,7 +229,11 @@ fn typed_to_raw(input: &InferInputTensor) -> Result<Bytes, CoreError> {
 }
 
 /// The protocol response for `answer` to a request of model `spec`.
-pub(super) fn encode_response(spec: &ModelSpec, id: String, answer: InferResponse) -> ModelInferResponse {
+pub(super) fn encode_response(
+    spec: &ModelSpec,
+    id: String,
+    answer: InferResponse,
+) -> ModelInferResponse {
     let mut outputs = Vec::with_capacity(answer.outputs.len());
     let mut raw = Vec::with_capacity(answer.outputs.len());
     for (index, tensor) in answer.outputs {
@@ -274,14 +288,26 @@ mod tests {
     #[test]
     fn priority_and_timeout_accept_both_integer_kinds() {
         let mut r = ModelInferRequest::default();
-        r.parameters.insert("priority".into(), param(ParameterChoice::Uint64Param(2)));
-        r.parameters.insert("timeout".into(), param(ParameterChoice::Int64Param(1500)));
-        r.parameters.insert("sequence_id".into(), param(ParameterChoice::StringParam("x".into())));
+        r.parameters
+            .insert("priority".into(), param(ParameterChoice::Uint64Param(2)));
+        r.parameters
+            .insert("timeout".into(), param(ParameterChoice::Int64Param(1500)));
+        r.parameters.insert(
+            "sequence_id".into(),
+            param(ParameterChoice::StringParam("x".into())),
+        );
         let (_, o) = decode_request(r, None).unwrap();
-        assert_eq!((o.priority, o.timeout), (2, Some(Duration::from_micros(1500))));
+        assert_eq!(
+            (o.priority, o.timeout),
+            (2, Some(Duration::from_micros(1500)))
+        );
         let mut r = ModelInferRequest::default();
-        r.parameters.insert("priority".into(), param(ParameterChoice::Int64Param(-1)));
-        assert!(decode_request(r, None).unwrap_err().to_string().contains("priority"));
+        r.parameters
+            .insert("priority".into(), param(ParameterChoice::Int64Param(-1)));
+        assert!(decode_request(r, None)
+            .unwrap_err()
+            .to_string()
+            .contains("priority"));
     }
 
     #[test]
@@ -291,12 +317,18 @@ mod tests {
             ..InferTensorContents::default()
         };
         let raw = typed_to_raw(&typed("FP32", c)).unwrap();
-        assert_eq!(&raw[..], [1.0f32.to_le_bytes(), (-2.5f32).to_le_bytes()].concat());
+        assert_eq!(
+            &raw[..],
+            [1.0f32.to_le_bytes(), (-2.5f32).to_le_bytes()].concat()
+        );
         let c = InferTensorContents {
             bytes_contents: vec![Bytes::from_static(b"hi")],
             ..InferTensorContents::default()
         };
-        assert_eq!(&typed_to_raw(&typed("BYTES", c)).unwrap()[..], b"\x02\0\0\0hi");
+        assert_eq!(
+            &typed_to_raw(&typed("BYTES", c)).unwrap()[..],
+            b"\x02\0\0\0hi"
+        );
     }
 
     #[test]
@@ -321,6 +353,9 @@ mod tests {
             ..ModelInferRequest::default()
         };
         let e = decode_request(r, None).unwrap_err().to_string();
-        assert!(e.contains("typed contents") && e.contains("raw_input_contents"), "{e}");
+        assert!(
+            e.contains("typed contents") && e.contains("raw_input_contents"),
+            "{e}"
+        );
     }
 }

@@ -65,7 +65,10 @@ pub(super) fn config(spec: &ModelSpec) -> ModelConfig {
     let batching = &spec.batching;
     let parameters: HashMap<String, ModelParameter> = [
         ("batching.policy", batching.policy.as_str().to_string()),
-        ("batching.slo_ms", format!("{}", batching.slo.as_secs_f64() * 1e3)),
+        (
+            "batching.slo_ms",
+            format!("{}", batching.slo.as_secs_f64() * 1e3),
+        ),
         ("queue.capacity", spec.queue_capacity.to_string()),
     ]
     .into_iter()
@@ -154,9 +157,18 @@ pub(super) fn statistics(spec: &ModelSpec, s: &StatsSnapshot) -> ModelStatistics
             .iter()
             .map(|(&size, f)| InferBatchStatistics {
                 batch_size: size as u64,
-                compute_input: duration(Duration2 { count: f.count, ns: f.compute_input_ns }),
-                compute_infer: duration(Duration2 { count: f.count, ns: f.compute_infer_ns }),
-                compute_output: duration(Duration2 { count: f.count, ns: f.compute_output_ns }),
+                compute_input: duration(Duration2 {
+                    count: f.count,
+                    ns: f.compute_input_ns,
+                }),
+                compute_infer: duration(Duration2 {
+                    count: f.count,
+                    ns: f.compute_infer_ns,
+                }),
+                compute_output: duration(Duration2 {
+                    count: f.count,
+                    ns: f.compute_output_ns,
+                }),
             })
             .collect(),
     }

@@ -149,13 +149,17 @@ pub async fn start(options: ServerOptions) -> std::io::Result<RunningServer> {
         .or_else(|_| {
             std::net::ToSocketAddrs::to_socket_addrs(&(options.host.as_str(), options.port))?
                 .next()
-                .ok_or_else(|| std::io::Error::other(format!("`{}` does not resolve", options.host)))
+                .ok_or_else(|| {
+                    std::io::Error::other(format!("`{}` does not resolve", options.host))
+                })
         })?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let port = listener.local_addr()?.port();
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in SERVICE_NAMES {
-        health.set_service_status(name, ServingStatus::NotServing).await;
+        health
+            .set_service_status(name, ServingStatus::NotServing)
+            .await;
     }
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)

@@ -46,7 +46,10 @@ impl InferenceService {
         request: ModelInferRequest,
         client_deadline: Option<Instant>,
     ) -> Result<(Arc<ServedModel>, String, Answer), CoreError> {
-        let model = self.state.registry.get(&request.model_name, &request.model_version)?;
+        let model = self
+            .state
+            .registry
+            .get(&request.model_name, &request.model_version)?;
         let (inputs, options) = codec::decode_request(request, client_deadline)?;
         let id = options.id.clone();
         let request = build_request(&model.spec, inputs, options, Instant::now())?;
@@ -71,7 +74,11 @@ impl InferenceService {
 }
 
 /// Waits for a request's answer and encodes it.
-async fn finish(model: &ServedModel, id: String, answer: Answer) -> Result<ModelInferResponse, CoreError> {
+async fn finish(
+    model: &ServedModel,
+    id: String,
+    answer: Answer,
+) -> Result<ModelInferResponse, CoreError> {
     let answer = answer.await.map_err(|_| CoreError::Unavailable {
         model: model.spec.name.clone(),
         reason: "it was unloaded before the request was answered".into(),
@@ -108,7 +115,10 @@ type AnswerStream = Pin<Box<dyn Stream<Item = Result<ModelStreamInferResponse, S
 
 #[tonic::async_trait]
 impl GrpcInferenceService for InferenceService {
-    async fn server_live(&self, _: Request<ServerLiveRequest>) -> Result<Response<ServerLiveResponse>, Status> {
+    async fn server_live(
+        &self,
+        _: Request<ServerLiveRequest>,
+    ) -> Result<Response<ServerLiveResponse>, Status> {
         Ok(Response::new(ServerLiveResponse { live: true }))
     }
 
@@ -121,7 +131,10 @@ impl GrpcInferenceService for InferenceService {
         }))
     }
 
-    async fn model_ready(&self, request: Request<ModelReadyRequest>) -> Result<Response<ModelReadyResponse>, Status> {
+    async fn model_ready(
+        &self,
+        request: Request<ModelReadyRequest>,
+    ) -> Result<Response<ModelReadyResponse>, Status> {
         let r = request.into_inner();
         let ready = self.state.registry.get(&r.name, &r.version).is_ok();
         Ok(Response::new(ModelReadyResponse { ready }))
@@ -135,9 +148,14 @@ impl GrpcInferenceService for InferenceService {
         Ok(Response::new(ServerMetadataResponse {
             name: options.name.clone(),
             version: options.version.clone(),
-            extensions: ["model_configuration", "model_repository", "statistics", "schedule_policy"]
-                .map(String::from)
-                .to_vec(),
+            extensions: [
+                "model_configuration",
+                "model_repository",
+                "statistics",
+                "schedule_policy",
+            ]
+            .map(String::from)
+            .to_vec(),
         }))
     }
 
@@ -150,7 +168,10 @@ impl GrpcInferenceService for InferenceService {
         Ok(Response::new(describe::metadata(&model.spec)))
     }
 
-    async fn model_infer(&self, request: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
+    async fn model_infer(
+        &self,
+        request: Request<ModelInferRequest>,
+    ) -> Result<Response<ModelInferResponse>, Status> {
         let deadline = client_deadline(&request);
         let response = self.infer(request.into_inner(), deadline).await?;
         Ok(Response::new(response))
@@ -194,7 +215,7 @@ impl GrpcInferenceService for InferenceService {
                                             error_message: String::new(),
                                             infer_response: Some(response),
                                         },
-                                        Err(e) => stream_error(id, &to_status(&e).message().to_string()),
+                                        Err(e) => stream_error(id, to_status(&e).message()),
                                     };
                                     let _ = tx.send(Ok(message)).await;
                                 }
@@ -213,7 +234,10 @@ impl GrpcInferenceService for InferenceService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn model_config(&self, request: Request<ModelConfigRequest>) -> Result<Response<ModelConfigResponse>, Status> {
+    async fn model_config(
+        &self,
+        request: Request<ModelConfigRequest>,
+    ) -> Result<Response<ModelConfigResponse>, Status> {
         let r = request.into_inner();
         let model = self.state.registry.get(&r.name, &r.version)?;
         Ok(Response::new(ModelConfigResponse {

@@ -39,7 +39,10 @@ pub fn remap_message_size<B>(mut response: http::Response<B>) -> http::Response<
         && headers
             .get("grpc-message")
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|m| m.contains("message%20length%20too%20large") || m.contains("message length too large"));
+            .is_some_and(|m| {
+                m.contains("message%20length%20too%20large")
+                    || m.contains("message length too large")
+            });
     if too_large {
         headers.insert("grpc-status", http::HeaderValue::from_static("8"));
     }
@@ -54,17 +57,39 @@ mod tests {
     #[test]
     fn every_error_has_its_code() {
         let cases = [
-            (CoreError::ModelNotFound { name: "m".into(), version: String::new() }, Code::NotFound),
-            (CoreError::invalid("x"), Code::InvalidArgument),
-            (CoreError::ResourceExhausted("x".into()), Code::ResourceExhausted),
-            (CoreError::QueueFull { model: "m".into(), capacity: 1 }, Code::Unavailable),
             (
-                CoreError::DeadlineExceeded { model: "m".into(), waited: Duration::ZERO },
+                CoreError::ModelNotFound {
+                    name: "m".into(),
+                    version: String::new(),
+                },
+                Code::NotFound,
+            ),
+            (CoreError::invalid("x"), Code::InvalidArgument),
+            (
+                CoreError::ResourceExhausted("x".into()),
+                Code::ResourceExhausted,
+            ),
+            (
+                CoreError::QueueFull {
+                    model: "m".into(),
+                    capacity: 1,
+                },
+                Code::Unavailable,
+            ),
+            (
+                CoreError::DeadlineExceeded {
+                    model: "m".into(),
+                    waited: Duration::ZERO,
+                },
                 Code::DeadlineExceeded,
             ),
             (CoreError::Cancelled { model: "m".into() }, Code::Cancelled),
             (
-                CoreError::Execution { model: "m".into(), batch_size: 1, message: "boom".into() },
+                CoreError::Execution {
+                    model: "m".into(),
+                    batch_size: 1,
+                    message: "boom".into(),
+                },
                 Code::Internal,
             ),
         ];
@@ -79,11 +104,17 @@ mod tests {
     fn oversized_message_status_is_rewritten() {
         let response = http::Response::builder()
             .header("grpc-status", "11")
-            .header("grpc-message", "Error,%20decoded%20message%20length%20too%20large")
+            .header(
+                "grpc-message",
+                "Error,%20decoded%20message%20length%20too%20large",
+            )
             .body(())
             .unwrap();
         assert_eq!(remap_message_size(response).headers()["grpc-status"], "8");
-        let other = http::Response::builder().header("grpc-status", "11").body(()).unwrap();
+        let other = http::Response::builder()
+            .header("grpc-status", "11")
+            .body(())
+            .unwrap();
         assert_eq!(remap_message_size(other).headers()["grpc-status"], "11");
     }
 }
