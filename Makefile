@@ -26,9 +26,14 @@ demo: build ## serve the example models, drive load, print the latency/throughpu
 	$(VENV)/bin/tidal demo
 
 .PHONY: test
-test: build ## cargo test, then pytest against real servers on 127.0.0.1
+test: build ## cargo test (with the loom model check), then pytest against real servers on 127.0.0.1
 	cargo test --quiet
+	$(MAKE) --no-print-directory loom
 	$(VENV)/bin/pytest
+
+.PHONY: loom
+loom: ## check every interleaving of the queue's admission gate (loom)
+	RUSTFLAGS="--cfg tidal_loom" CARGO_TARGET_DIR=target/loom cargo test --quiet --lib gate
 
 .PHONY: lint
 lint: build ## ruff, cargo fmt --check and cargo clippy

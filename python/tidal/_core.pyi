@@ -88,7 +88,7 @@ class ModelSpec:
         version: str = "1",
         platform: str = "onnxruntime_onnx",
         max_batch_size: int = 64,
-        policy: str = "static",
+        policy: str = "adaptive",
         slo_ms: float = 50.0,
         max_queue_delay_us: int = 0,
         preferred_batch_sizes: Sequence[int] = (),
@@ -149,7 +149,9 @@ class Server:
 
         Keys: inference_count, execution_count, success_count, success_ns,
         fail_count, fail_ns, queue_count, queue_ns, compute_count,
-        compute_input_ns, compute_infer_ns, compute_output_ns, queue_depth and
+        compute_input_ns, compute_infer_ns, compute_output_ns, refused_count
+        (refused at admission, not in fail_count), expired_count and
+        cancelled_count (dropped from the queue, in fail_count), queue_depth and
         batch_sizes (batch size -> number of batches). Raises KeyError if absent.
         """
         ...

@@ -59,7 +59,8 @@ def kserve_datatype(array: npt.NDArray[Any]) -> str:
     if array.dtype.kind in "OSU":
         return "BYTES"
     try:
-        return _NUMPY_TO_KSERVE[array.dtype]
+        # Any byte order: `to_raw` converts to the protocol's little-endian.
+        return _NUMPY_TO_KSERVE[array.dtype.newbyteorder("=")]
     except KeyError:
         raise ValueError(f"dtype `{array.dtype}` has no KServe datatype") from None
 

@@ -9,7 +9,7 @@ max_batch_size = 64            # 0 = the model does not batch
 version = "1"
 
 [batching]
-policy = "static"              # or "adaptive"
+policy = "adaptive"            # or "static" (Triton dynamic-batcher semantics)
 slo_ms = 50.0                  # the P99 objective; request deadlines can only tighten it
 max_queue_delay_us = 0         # static only
 preferred_batch_sizes = []     # static only
@@ -73,7 +73,7 @@ class BatchingConfig:
             they are reached, ascending.
     """
 
-    policy: Policy = "static"
+    policy: Policy = "adaptive"
     slo_ms: float = 50.0
     max_queue_delay_us: int = 0
     preferred_batch_sizes: tuple[int, ...] = ()
@@ -188,7 +188,7 @@ class ModelConfig:
         version = r.version(top, "version", "1")
 
         b = r.table(top.get("batching", {}), "batching", _BATCHING_KEYS)
-        policy = r.choice(b, "batching.policy", "static", _POLICIES)
+        policy = r.choice(b, "batching.policy", "adaptive", _POLICIES)
         slo_ms = r.positive_number(b, "batching.slo_ms", 50.0)
         max_queue_delay_us = r.integer(b, "batching.max_queue_delay_us", 0, minimum=0)
         preferred = r.batch_sizes(b, "batching.preferred_batch_sizes", max_batch_size)

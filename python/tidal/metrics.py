@@ -8,7 +8,8 @@ metrics between scrapes.
 Series, each labelled with `model`:
 
 - `tidal_requests_total`: requests answered, successfully or not
-- `tidal_request_failures_total`: requests answered with an error
+- `tidal_request_failures_total`: requests answered with an error (refusals included)
+- `tidal_request_refusals_total`: requests refused at admission (queue full, unloading)
 - `tidal_request_duration_seconds_total`: time from arrival to answer, summed
 - `tidal_inferences_total`: samples run through the model (a batch of n counts n)
 - `tidal_executions_total`: model executions, i.e. batches
@@ -81,6 +82,11 @@ class StatisticsCollector:
             "Time spent running batches (input copy, inference, output copy), summed.",
             labels=label,
         )
+        refusals = CounterMetricFamily(
+            "tidal_request_refusals",
+            "Requests refused at admission (queue full, model unloading).",
+            labels=label,
+        )
         depth = GaugeMetricFamily("tidal_queue_depth", "Requests waiting now.", labels=label)
         batches = CounterMetricFamily(
             "tidal_batches", "Batches run, by batch size.", labels=["model", "batch_size"]
@@ -93,8 +99,12 @@ class StatisticsCollector:
                 continue  # unloaded between the listing and now
             model = [name]
             success, fail = _count(stats, "success_count"), _count(stats, "fail_count")
-            requests.add_metric(model, success + fail)
-            failures.add_metric(model, fail)
+            # Refused requests are answered too (UNAVAILABLE), but the core
+            # counts them apart from the admitted ones that failed.
+            refused = _count(stats, "refused_count")
+            requests.add_metric(model, success + fail + refused)
+            failures.add_metric(model, fail + refused)
+            refusals.add_metric(model, refused)
             request_ns = _count(stats, "success_ns") + _count(stats, "fail_ns")
             request_time.add_metric(model, request_ns * _NS)
             inferences.add_metric(model, _count(stats, "inference_count"))
@@ -114,6 +124,7 @@ class StatisticsCollector:
         yield from (
             requests,
             failures,
+            refusals,
             request_time,
             inferences,
             executions,

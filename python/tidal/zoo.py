@@ -336,10 +336,11 @@ def build_no_batch() -> onnx.ModelProto:
 
 _STATIC = '[batching]\npolicy = "static"\nmax_queue_delay_us = 0\n'
 
+# The example models state only their objective: the adaptive policy does the rest.
 ZOO: dict[str, tuple[Builder, str]] = {
-    "mlp": (build_mlp, f"max_batch_size = 64\n\n{_STATIC}"),
-    "cnn": (build_cnn, f"max_batch_size = 64\n\n{_STATIC}"),
-    "transformer": (build_transformer, f"max_batch_size = 32\n\n{_STATIC}"),
+    "mlp": (build_mlp, "max_batch_size = 64\n\n[batching]\nslo_ms = 10\n"),
+    "cnn": (build_cnn, "max_batch_size = 64\n\n[batching]\nslo_ms = 10\n"),
+    "transformer": (build_transformer, "max_batch_size = 32\n\n[batching]\nslo_ms = 20\n"),
 }
 """The example models: name -> (builder, contents of its `tidal.toml`)."""
 

@@ -10,6 +10,9 @@ pub enum CoreError {
     /// No model (or no such version of it) is being served.
     #[error("model `{name}`{} is not served", version_suffix(.version))]
     ModelNotFound { name: String, version: String },
+    /// The model repository has no model of that name.
+    #[error("the model repository has no model `{name}`: {detail}")]
+    NotInRepository { name: String, detail: String },
     /// The request does not match the model's signature or the protocol.
     #[error("{0}")]
     InvalidArgument(String),
@@ -19,6 +22,10 @@ pub enum CoreError {
     /// The model's queue holds as many requests as it may: retry elsewhere or later.
     #[error("model `{model}` is overloaded: its queue is full ({capacity} requests waiting); retry later")]
     QueueFull { model: String, capacity: usize },
+    /// The request would finish after its deadline behind what is queued:
+    /// refused at once so the client can retry elsewhere.
+    #[error("model `{model}` is overloaded: the request cannot be served within its deadline; retry later or elsewhere")]
+    Overloaded { model: String },
     /// The model is shutting down or being replaced and takes no more requests.
     #[error("model `{model}` is not accepting requests: {reason}")]
     Unavailable { model: String, reason: String },

@@ -5,7 +5,9 @@
 //! `tidal._core` extension module.
 
 pub mod batch;
+pub mod cost;
 pub mod error;
+pub mod gate;
 pub mod loadgen;
 pub mod model;
 pub mod policy;

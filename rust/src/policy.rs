@@ -1,12 +1,15 @@
 //! Batch policies: given what waits in a queue, dispatch now (and how many
-//! rows), or wait.
+//! rows), or wait; and, at submit, whether a request can still be served in
+//! time. docs/scheduling.md explains the adaptive policy's reasoning.
 
 use std::fmt::Debug;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::cost::CostModel;
 use crate::model::{BatchingConfig, ModelSpec, PolicyKind};
 
-/// What a policy sees of the queue when an instance is free.
+/// What a policy sees of the queue and the instances when one is free.
 #[derive(Debug, Clone, Copy)]
 pub struct QueueView {
     pub now: Instant,
@@ -16,40 +19,68 @@ pub struct QueueView {
     pub oldest_arrival: Instant,
     /// The earliest deadline in the queue, if any request has one.
     pub earliest_deadline: Option<Instant>,
+    /// Instances of the model, this one included.
+    pub instances: usize,
+    /// When the next busy instance is predicted to be free (None: all others idle).
+    pub next_free: Option<Instant>,
+    /// Rows admitted per second, recently.
+    pub arrival_rate: f64,
 }
 
-/// A policy's answer.
+/// What a policy sees of a request at submit.
+#[derive(Debug, Clone, Copy)]
+pub struct AdmissionView {
+    pub now: Instant,
+    pub rows: usize,
+    pub deadline: Option<Instant>,
+    /// Rows queued that will be served before this request (same or higher priority).
+    pub rows_ahead: usize,
+    pub instances: usize,
+    /// When each instance is predicted to be free, earliest first.
+    pub earliest_free: Instant,
+}
+
+/// A policy's answer when an instance is free.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
-    /// Form a batch of at most `max_rows` rows now.
-    Dispatch { max_rows: usize },
+    /// Form a batch of at most `max_rows` rows now. Requests whose deadline
+    /// falls before `expire_before` cannot finish in time and are dropped;
+    /// requests whose deadline falls before `urgent_before` cannot wait for
+    /// another batch and go first, whatever their priority.
+    Dispatch {
+        max_rows: usize,
+        expire_before: Instant,
+        urgent_before: Option<Instant>,
+    },
     /// Form nothing before `until` unless new requests arrive first.
     Wait { until: Instant },
 }
 
-/// Decides when a free instance takes a batch, and how large.
+/// Decides when a free instance takes a batch, and how large; and whether a
+/// request is admitted at all.
 pub trait Policy: Send + Sync + Debug {
     /// Called when an instance is free and the queue is not empty.
     fn decide(&self, view: &QueueView) -> Decision;
 
-    /// Feedback: a batch of `rows` took `compute` to execute.
-    fn observe(&self, _rows: usize, _compute: Duration) {}
+    /// Whether a request can be admitted; `false` refuses it as overloaded.
+    fn admit(&self, _view: &AdmissionView) -> bool {
+        true
+    }
+
+    /// Predicted execution time of a batch of `rows`, if the policy knows it.
+    fn predict(&self, _rows: usize) -> Option<Duration> {
+        None
+    }
 }
 
 /// Builds the policy a model's configuration names.
-pub fn for_model(spec: &ModelSpec) -> Box<dyn Policy> {
+pub fn for_model(spec: &ModelSpec, cost: Arc<CostModel>) -> Box<dyn Policy> {
     match spec.batching.policy {
         PolicyKind::Static => Box::new(StaticPolicy::new(spec.batch_limit(), &spec.batching)),
-        // Until the cost model drives it, the adaptive policy dispatches what
-        // is queued as soon as an instance is free: work-conserving, so the
-        // batch size follows the load, and it never waits past a deadline.
-        PolicyKind::Adaptive => Box::new(StaticPolicy::new(
+        PolicyKind::Adaptive => Box::new(AdaptivePolicy::new(
             spec.batch_limit(),
-            &BatchingConfig {
-                max_queue_delay: Duration::ZERO,
-                preferred_batch_sizes: Vec::new(),
-                ..spec.batching.clone()
-            },
+            spec.batching.slo,
+            cost,
         )),
     }
 }
@@ -57,6 +88,7 @@ pub fn for_model(spec: &ModelSpec) -> Box<dyn Policy> {
 /// Triton's dynamic batcher: dispatch the largest batch when `max_batch_size`
 /// rows wait, else the largest preferred size that can be formed, else
 /// whatever waits once the oldest request has waited `max_queue_delay`.
+/// Strict priority; only requests already past their deadline are dropped.
 #[derive(Debug, Clone)]
 pub struct StaticPolicy {
     max_batch_size: usize,
@@ -76,14 +108,20 @@ impl StaticPolicy {
             preferred,
         }
     }
+
+    fn dispatch(&self, rows: usize, now: Instant) -> Decision {
+        Decision::Dispatch {
+            max_rows: rows,
+            expire_before: now,
+            urgent_before: None,
+        }
+    }
 }
 
 impl Policy for StaticPolicy {
     fn decide(&self, view: &QueueView) -> Decision {
         if view.queued_rows >= self.max_batch_size {
-            return Decision::Dispatch {
-                max_rows: self.max_batch_size,
-            };
+            return self.dispatch(self.max_batch_size, view.now);
         }
         if let Some(&size) = self
             .preferred
@@ -91,18 +129,150 @@ impl Policy for StaticPolicy {
             .rev()
             .find(|&&p| p <= view.queued_rows)
         {
-            return Decision::Dispatch { max_rows: size };
+            return self.dispatch(size, view.now);
         }
         let due = view.oldest_arrival + self.max_queue_delay;
         // Waiting past a deadline in the queue would only turn it into a drop.
         let due = view.earliest_deadline.map_or(due, |d| due.min(d));
         if view.now >= due {
-            Decision::Dispatch {
-                max_rows: self.max_batch_size,
-            }
+            self.dispatch(self.max_batch_size, view.now)
         } else {
             Decision::Wait { until: due }
         }
+    }
+}
+
+/// Fraction of the objective that two back-to-back batches may take: the
+/// tail request waits for the batch that started just before it arrived,
+/// then for its own. The rest is left for the network, encoding and noise.
+const TAIL_BUDGET: f64 = 0.8;
+/// Utilisation per instance above which waiting for a larger batch pays.
+const BUSY_UTILISATION: f64 = 0.8;
+
+/// Decides from the measured cost of batches, the arrival rate and the
+/// deadlines in the queue; see docs/scheduling.md.
+#[derive(Debug)]
+pub struct AdaptivePolicy {
+    max_batch_size: usize,
+    slo: Duration,
+    cost: Arc<CostModel>,
+}
+
+impl AdaptivePolicy {
+    /// An adaptive policy for batches of at most `max_batch_size` rows under objective `slo`.
+    pub fn new(max_batch_size: usize, slo: Duration, cost: Arc<CostModel>) -> Self {
+        Self {
+            max_batch_size: max_batch_size.max(1),
+            slo,
+            cost,
+        }
+    }
+
+    /// The largest batch whose time, twice over, fits the objective's tail
+    /// budget (at least 1: a model slower than its objective still runs).
+    pub fn batch_cap(&self) -> usize {
+        let line = self.cost.line();
+        let budget_ns = self.slo.as_nanos() as f64 * TAIL_BUDGET / 2.0;
+        if line.per_row_ns <= 0.0 {
+            return if line.fixed_ns <= budget_ns {
+                self.max_batch_size
+            } else {
+                1
+            };
+        }
+        let fits = ((budget_ns - line.fixed_ns) / line.per_row_ns).floor();
+        if fits < 1.0 {
+            1
+        } else {
+            (fits as usize).min(self.max_batch_size)
+        }
+    }
+
+    /// The batch size at which `instances` instances, each busy for t(b) per
+    /// b rows, keep up with `rate` rows/s at [`BUSY_UTILISATION`]; `None`
+    /// when no batch size does (the fixed cost is not what limits them).
+    fn size_for_rate(&self, rate: f64, instances: usize) -> Option<f64> {
+        let line = self.cost.line();
+        let (a, c) = (line.fixed_ns / 1e9, line.per_row_ns / 1e9);
+        let capacity = instances as f64 * BUSY_UTILISATION - rate * c;
+        (a > 0.0 && capacity > 0.0).then(|| rate * a / capacity)
+    }
+}
+
+impl Policy for AdaptivePolicy {
+    fn decide(&self, view: &QueueView) -> Decision {
+        let cap = self.batch_cap();
+        let rows = view.queued_rows.min(cap);
+        let this_batch = self.cost.predict(rows);
+        let dispatch = Decision::Dispatch {
+            max_rows: cap,
+            expire_before: view.now + this_batch,
+            urgent_before: Some(view.now + this_batch + self.cost.predict(cap)),
+        };
+        // One instance: dispatching at once is work-conserving and the batch
+        // size follows the load by itself; idling only adds latency.
+        if view.queued_rows >= cap || view.instances <= 1 || view.arrival_rate <= 0.0 {
+            return dispatch;
+        }
+        // Several instances: a free one that takes a small batch may leave no
+        // instance free when a larger batch has formed. Wait only while the
+        // instances could not keep up with batches this small, for no longer
+        // than the next instance frees, one fixed cost, and the deadlines allow.
+        let rate = view.arrival_rate;
+        let per_instance_load =
+            rate * this_batch.as_secs_f64() / (view.instances as f64 * rows as f64);
+        if per_instance_load <= BUSY_UTILISATION {
+            return dispatch;
+        }
+        let Some(target) = self.size_for_rate(rate, view.instances) else {
+            return dispatch;
+        };
+        let target = (target.ceil() as usize).min(cap);
+        if target <= rows {
+            return dispatch;
+        }
+        let fill = Duration::from_secs_f64((target - rows) as f64 / rate);
+        let mut until = (view.now + fill).min(view.oldest_arrival + self.cost.predict(1));
+        if let Some(free) = view.next_free {
+            until = until.min(free);
+        }
+        if let Some(deadline) = view.earliest_deadline {
+            until = until.min(
+                deadline
+                    .checked_sub(self.cost.predict(target))
+                    .unwrap_or(view.now),
+            );
+        }
+        if until <= view.now {
+            dispatch
+        } else {
+            Decision::Wait { until }
+        }
+    }
+
+    fn admit(&self, view: &AdmissionView) -> bool {
+        let Some(deadline) = view.deadline else {
+            return true;
+        };
+        if !self.cost.is_calibrated() {
+            return true;
+        }
+        // The fastest the queue ahead can drain: full batches at the cap,
+        // spread over the instances, then this request's own batch.
+        let cap = self.batch_cap();
+        let full_batches = view.rows_ahead / cap;
+        let drain = self
+            .cost
+            .predict(cap)
+            .mul_f64(full_batches as f64 / view.instances.max(1) as f64);
+        let own = self
+            .cost
+            .predict((view.rows_ahead % cap + view.rows).min(cap));
+        view.earliest_free.max(view.now) + drain + own <= deadline
+    }
+
+    fn predict(&self, rows: usize) -> Option<Duration> {
+        self.cost.is_calibrated().then(|| self.cost.predict(rows))
     }
 }
 
@@ -110,7 +280,7 @@ impl Policy for StaticPolicy {
 mod tests {
     use super::*;
 
-    fn policy(delay_us: u64, preferred: &[usize]) -> StaticPolicy {
+    fn static_policy(delay_us: u64, preferred: &[usize]) -> StaticPolicy {
         StaticPolicy::new(
             8,
             &BatchingConfig {
@@ -128,27 +298,34 @@ mod tests {
             queued_rows: rows,
             oldest_arrival: now - Duration::from_micros(waited_us),
             earliest_deadline: None,
+            instances: 1,
+            next_free: None,
+            arrival_rate: 0.0,
+        }
+    }
+
+    fn max_rows(d: Decision) -> usize {
+        match d {
+            Decision::Dispatch { max_rows, .. } => max_rows,
+            Decision::Wait { .. } => panic!("expected a dispatch, got {d:?}"),
         }
     }
 
     #[test]
-    fn zero_delay_dispatches_whatever_waits() {
-        assert_eq!(
-            policy(0, &[]).decide(&view(1, 0)),
-            Decision::Dispatch { max_rows: 8 }
-        );
+    fn static_zero_delay_dispatches_whatever_waits() {
+        assert_eq!(max_rows(static_policy(0, &[]).decide(&view(1, 0))), 8);
     }
 
     #[test]
-    fn full_batch_dispatches_at_once() {
-        let p = policy(10_000, &[]);
-        assert_eq!(p.decide(&view(8, 0)), Decision::Dispatch { max_rows: 8 });
-        assert_eq!(p.decide(&view(20, 0)), Decision::Dispatch { max_rows: 8 });
+    fn static_full_batch_dispatches_at_once() {
+        let p = static_policy(10_000, &[]);
+        assert_eq!(max_rows(p.decide(&view(8, 0))), 8);
+        assert_eq!(max_rows(p.decide(&view(20, 0))), 8);
     }
 
     #[test]
-    fn waits_for_the_delay_then_dispatches() {
-        let p = policy(1_000, &[]);
+    fn static_waits_for_the_delay_then_dispatches() {
+        let p = static_policy(1_000, &[]);
         let v = view(3, 400);
         assert_eq!(
             p.decide(&v),
@@ -156,23 +333,20 @@ mod tests {
                 until: v.oldest_arrival + Duration::from_micros(1_000)
             }
         );
-        assert_eq!(
-            p.decide(&view(3, 1_000)),
-            Decision::Dispatch { max_rows: 8 }
-        );
+        assert_eq!(max_rows(p.decide(&view(3, 1_000))), 8);
     }
 
     #[test]
-    fn largest_preferred_size_dispatches_without_waiting() {
-        let p = policy(1_000_000, &[2, 4]);
-        assert_eq!(p.decide(&view(5, 0)), Decision::Dispatch { max_rows: 4 });
-        assert_eq!(p.decide(&view(3, 0)), Decision::Dispatch { max_rows: 2 });
+    fn static_largest_preferred_size_dispatches_without_waiting() {
+        let p = static_policy(1_000_000, &[2, 4]);
+        assert_eq!(max_rows(p.decide(&view(5, 0))), 4);
+        assert_eq!(max_rows(p.decide(&view(3, 0))), 2);
         assert!(matches!(p.decide(&view(1, 0)), Decision::Wait { .. }));
     }
 
     #[test]
-    fn never_waits_past_a_deadline() {
-        let p = policy(1_000_000, &[]);
+    fn static_never_waits_past_a_deadline() {
+        let p = static_policy(1_000_000, &[]);
         let mut v = view(1, 0);
         v.earliest_deadline = Some(v.now + Duration::from_millis(2));
         assert_eq!(
@@ -181,5 +355,112 @@ mod tests {
                 until: v.now + Duration::from_millis(2)
             }
         );
+    }
+
+    /// t(b) = fixed + per_row·b, in microseconds.
+    fn cost(fixed_us: f64, per_row_us: f64, max: usize) -> Arc<CostModel> {
+        let model = CostModel::new(max);
+        for b in [1, max / 2, max] {
+            model.observe(
+                b.max(1),
+                Duration::from_nanos(((fixed_us + per_row_us * b as f64) * 1e3) as u64),
+            );
+        }
+        model.refit();
+        Arc::new(model)
+    }
+
+    fn adaptive(fixed_us: f64, per_row_us: f64, slo_ms: u64) -> AdaptivePolicy {
+        AdaptivePolicy::new(
+            64,
+            Duration::from_millis(slo_ms),
+            cost(fixed_us, per_row_us, 64),
+        )
+    }
+
+    #[test]
+    fn adaptive_caps_batches_so_two_fit_the_objective() {
+        // mlp-like: 2.1 ms at 64 fits twice in 10 ms.
+        assert_eq!(adaptive(400.0, 27.0, 10).batch_cap(), 64);
+        // 1 ms per row: 2·(0.2 + b) ms <= 0.8·20 ms gives b = 7.
+        assert_eq!(adaptive(200.0, 1000.0, 20).batch_cap(), 7);
+        // Slower than the objective even alone: still one row at a time.
+        assert_eq!(adaptive(50_000.0, 1000.0, 20).batch_cap(), 1);
+    }
+
+    #[test]
+    fn adaptive_single_instance_never_waits() {
+        let p = adaptive(400.0, 27.0, 10);
+        let mut v = view(1, 0);
+        v.arrival_rate = 20_000.0;
+        assert_eq!(max_rows(p.decide(&v)), 64);
+    }
+
+    #[test]
+    fn adaptive_dispatch_drops_what_cannot_finish_and_promotes_the_urgent() {
+        let p = adaptive(1000.0, 0.0, 100);
+        let v = view(4, 0);
+        match p.decide(&v) {
+            Decision::Dispatch {
+                expire_before,
+                urgent_before,
+                ..
+            } => {
+                assert_eq!(expire_before, v.now + Duration::from_millis(1));
+                assert_eq!(urgent_before, Some(v.now + Duration::from_millis(2)));
+            }
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn adaptive_several_instances_wait_only_under_load_with_a_fixed_cost() {
+        let p = adaptive(1000.0, 10.0, 100);
+        let mut v = view(1, 0);
+        v.instances = 2;
+        // Light load: no reason to wait.
+        v.arrival_rate = 100.0;
+        assert!(matches!(p.decide(&v), Decision::Dispatch { .. }));
+        // Heavy load: batches of one would swamp both instances; wait a little.
+        v.arrival_rate = 20_000.0;
+        match p.decide(&v) {
+            Decision::Wait { until } => assert!(until <= v.now + Duration::from_millis(1)),
+            d => panic!("{d:?}"),
+        }
+        // ...but never past a deadline that the larger batch would then miss.
+        v.earliest_deadline = Some(v.now + Duration::from_micros(500));
+        assert!(matches!(p.decide(&v), Decision::Dispatch { .. }));
+    }
+
+    #[test]
+    fn adaptive_never_waits_when_batching_brings_no_gain() {
+        let p = adaptive(0.0, 7000.0, 200);
+        let mut v = view(1, 0);
+        v.instances = 4;
+        v.arrival_rate = 500.0;
+        assert!(matches!(p.decide(&v), Decision::Dispatch { .. }));
+    }
+
+    #[test]
+    fn adaptive_admits_only_what_can_finish_in_time() {
+        let p = adaptive(1000.0, 100.0, 100);
+        let now = Instant::now();
+        let admission = |rows_ahead, deadline_ms| AdmissionView {
+            now,
+            rows: 1,
+            deadline: Some(now + Duration::from_millis(deadline_ms)),
+            rows_ahead,
+            instances: 1,
+            earliest_free: now,
+        };
+        // Nothing ahead: its own batch, 1.1 ms.
+        assert!(p.admit(&admission(0, 2)));
+        // 350 rows ahead: five full batches of 64 (7.4 ms each), then 31 rows (4.1 ms).
+        assert!(p.admit(&admission(350, 42)));
+        assert!(!p.admit(&admission(350, 41)));
+        // No deadline: admitted.
+        let mut open = admission(10_000, 1);
+        open.deadline = None;
+        assert!(p.admit(&open));
     }
 }

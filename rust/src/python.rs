@@ -27,10 +27,13 @@ use crate::worker::Executor;
 fn to_py(error: CoreError) -> PyErr {
     let message = error.to_string();
     match error {
-        CoreError::ModelNotFound { .. } => PyKeyError::new_err(message),
+        CoreError::ModelNotFound { .. } | CoreError::NotInRepository { .. } => {
+            PyKeyError::new_err(message)
+        }
         CoreError::InvalidArgument(_) => PyValueError::new_err(message),
         CoreError::ResourceExhausted(_)
         | CoreError::QueueFull { .. }
+        | CoreError::Overloaded { .. }
         | CoreError::Unavailable { .. }
         | CoreError::DeadlineExceeded { .. }
         | CoreError::Cancelled { .. }
@@ -130,7 +133,7 @@ impl ModelSpec {
     #[new]
     #[pyo3(signature = (
         name, inputs, outputs, *, version = "1".to_string(), platform = "onnxruntime_onnx".to_string(),
-        max_batch_size = 64, policy = "static".to_string(), slo_ms = 50.0, max_queue_delay_us = 0,
+        max_batch_size = 64, policy = "adaptive".to_string(), slo_ms = 50.0, max_queue_delay_us = 0,
         preferred_batch_sizes = Vec::new(), queue_capacity = 4096, priority_levels = 2, instance_count = 1
     ))]
     #[allow(clippy::too_many_arguments)]
@@ -549,13 +552,49 @@ impl Server {
             ("compute_input_ns", s.compute_input.ns),
             ("compute_infer_ns", s.compute_infer.ns),
             ("compute_output_ns", s.compute_output.ns),
-            ("refused_count", s.refused),
-            ("expired_count", s.expired),
-            ("cancelled_count", s.cancelled),
+            ("admitted_count", s.total(|l| l.admitted)),
+            ("refused_count", s.total(|l| l.refused)),
+            ("expired_count", s.total(|l| l.expired)),
+            ("cancelled_count", s.total(|l| l.cancelled)),
+            ("completed_count", s.total(|l| l.completed)),
             ("queue_depth", model.queued() as u64),
         ] {
             d.set_item(key, value)?;
         }
+        let line = model.cost().line();
+        d.set_item("cost_fixed_us", line.fixed_ns / 1e3)?;
+        d.set_item("cost_per_row_us", line.per_row_ns / 1e3)?;
+        let lanes = PyList::empty(py);
+        for lane in &s.lanes {
+            let l = PyDict::new(py);
+            for (key, value) in [
+                ("admitted", lane.admitted),
+                ("refused", lane.refused),
+                ("expired", lane.expired),
+                ("cancelled", lane.cancelled),
+                ("completed", lane.completed),
+                ("failed", lane.failed),
+            ] {
+                l.set_item(key, value)?;
+            }
+            for (name, p) in [
+                ("queue", lane.queue),
+                ("compute", lane.compute),
+                ("end_to_end", lane.end_to_end),
+            ] {
+                for (suffix, value) in [
+                    ("p50_us", p.p50_us),
+                    ("p90_us", p.p90_us),
+                    ("p99_us", p.p99_us),
+                    ("p999_us", p.p999_us),
+                    ("max_us", p.max_us),
+                ] {
+                    l.set_item(format!("{name}_{suffix}"), value)?;
+                }
+            }
+            lanes.append(l)?;
+        }
+        d.set_item("priorities", lanes)?;
         let batches = PyDict::new(py);
         for (size, figures) in &s.batches {
             batches.set_item(size, figures.count)?;
@@ -574,6 +613,11 @@ impl Server {
         py.detach(move || {
             let state = Arc::clone(&running.state);
             state.set_ready(false);
+            // Close the queues first: what waits for a batch to fill is
+            // dispatched now, so calls in flight finish within the grace period.
+            for model in state.registry.all() {
+                model.close();
+            }
             if let Some(runtime) = runtime {
                 let _ = runtime
                     .block_on(async { tokio::time::timeout(grace, running.shutdown()).await });

@@ -15,17 +15,18 @@
 //!
 //! # Shutdown
 //! After [`Queue::close`] no request is admitted, and consumers keep taking
-//! until every admitted request has left the queue. The count is incremented
-//! before the closed flag is read (both sequentially consistent), so a push
-//! racing with close is either refused or seen by the consumers.
+//! until every admitted request has left the queue; the [`Gate`] guarantees
+//! that a push racing with close is either refused or seen by the consumers.
 
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::{Mutex, MutexGuard};
+
+use crate::gate::{Gate, Shut};
 
 /// What the queue needs to know about a queued item.
 pub trait Job: Send {
@@ -73,20 +74,20 @@ enum Message<T> {
 pub struct Queue<T> {
     inbox_tx: Sender<Message<T>>,
     inbox_rx: Receiver<Message<T>>,
-    /// Items admitted and not yet taken or dropped; never above `capacity`
-    /// once a push has settled.
-    admitted: AtomicUsize,
-    capacity: usize,
-    closed: AtomicBool,
+    /// Counts items admitted and not yet taken or dropped.
+    gate: Gate,
+    /// Rows admitted and waiting, per priority level (for admission, which
+    /// must not take the consumers' lock).
+    lane_rows: Vec<AtomicUsize>,
+    /// Rows ever admitted (for the arrival rate).
+    admitted_rows: AtomicU64,
     lanes: Mutex<Lanes<T>>,
 }
 
 impl<T> std::fmt::Debug for Queue<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Queue")
-            .field("admitted", &self.admitted.load(Ordering::Relaxed))
-            .field("capacity", &self.capacity)
-            .field("closed", &self.closed.load(Ordering::Relaxed))
+            .field("gate", &self.gate)
             .finish_non_exhaustive()
     }
 }
@@ -95,39 +96,56 @@ impl<T: Job> Queue<T> {
     /// A queue admitting at most `capacity` items over `levels` priority levels.
     pub fn new(capacity: usize, levels: u32) -> Self {
         let (inbox_tx, inbox_rx) = crossbeam_channel::unbounded();
+        let levels = levels.max(1) as usize;
         Self {
             inbox_tx,
             inbox_rx,
-            admitted: AtomicUsize::new(0),
-            capacity,
-            closed: AtomicBool::new(false),
-            lanes: Mutex::new(Lanes::new(levels.max(1) as usize)),
+            gate: Gate::new(capacity),
+            lane_rows: (0..levels).map(|_| AtomicUsize::new(0)).collect(),
+            admitted_rows: AtomicU64::new(0),
+            lanes: Mutex::new(Lanes::new(levels)),
         }
     }
 
     /// Admits `item`, or hands it back when the queue is full or closed.
     pub fn push(&self, item: T) -> Result<(), Refused<T>> {
-        // Reserve first, then look at `closed`: see "Shutdown" above.
-        let before = self.admitted.fetch_add(1, Ordering::SeqCst);
-        if self.closed.load(Ordering::SeqCst) {
-            self.release(1);
-            return Err(Refused::Closed(item));
+        match self.gate.enter() {
+            Ok(()) => {}
+            Err(Shut::Closed) => return Err(Refused::Closed(item)),
+            Err(Shut::Full) => {
+                return Err(Refused::Full {
+                    item,
+                    capacity: self.gate.capacity(),
+                })
+            }
         }
-        if before >= self.capacity {
-            self.release(1);
-            return Err(Refused::Full {
-                item,
-                capacity: self.capacity,
-            });
-        }
+        let rows = item.rows();
+        self.lane_rows[lane_of(item.priority(), self.lane_rows.len())]
+            .fetch_add(rows, Ordering::Relaxed);
+        self.admitted_rows.fetch_add(rows as u64, Ordering::Relaxed);
         // The receiver lives in `self`, so an unbounded send cannot fail.
         let _ = self.inbox_tx.send(Message::Item(item));
         Ok(())
     }
 
+    /// Rows waiting at priority `priority` or higher: served before a new
+    /// request of that priority (approximately: deadlines reorder a level).
+    pub fn rows_ahead(&self, priority: u32) -> usize {
+        let lane = lane_of(priority, self.lane_rows.len());
+        self.lane_rows[..=lane]
+            .iter()
+            .map(|r| r.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Rows admitted since the queue was made.
+    pub fn admitted_rows(&self) -> u64 {
+        self.admitted_rows.load(Ordering::Relaxed)
+    }
+
     /// Items admitted and still waiting.
     pub fn len(&self) -> usize {
-        self.admitted.load(Ordering::SeqCst).min(self.capacity)
+        self.gate.len()
     }
 
     /// Whether no item is waiting.
@@ -137,7 +155,7 @@ impl<T: Job> Queue<T> {
 
     /// Stops admitting; wakes `consumers` blocked consumers so they drain and stop.
     pub fn close(&self, consumers: usize) {
-        self.closed.store(true, Ordering::SeqCst);
+        self.gate.close();
         for _ in 0..consumers {
             let _ = self.inbox_tx.send(Message::Wake);
         }
@@ -145,12 +163,12 @@ impl<T: Job> Queue<T> {
 
     /// Whether [`Queue::close`] was called.
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::SeqCst)
+        self.gate.is_closed()
     }
 
     /// Whether the queue is closed and every admitted item has left it.
     pub fn is_finished(&self) -> bool {
-        self.is_closed() && self.admitted.load(Ordering::SeqCst) == 0
+        self.gate.is_finished()
     }
 
     /// Exclusive access for one consumer forming a batch.
@@ -161,9 +179,17 @@ impl<T: Job> Queue<T> {
         }
     }
 
-    fn release(&self, n: usize) {
-        self.admitted.fetch_sub(n, Ordering::SeqCst);
+    /// An item left the queue (taken or dropped).
+    fn departed(&self, item: &T) {
+        let lane = lane_of(item.priority(), self.lane_rows.len());
+        self.lane_rows[lane].fetch_sub(item.rows(), Ordering::Relaxed);
+        self.gate.leave(1);
     }
+}
+
+/// The lane (0-based) of priority level `priority` among `lanes`.
+fn lane_of(priority: u32, lanes: usize) -> usize {
+    (priority.max(1) as usize - 1).min(lanes - 1)
 }
 
 /// One consumer's hold on the lanes; see the module docs.
@@ -216,15 +242,19 @@ impl<T: Job> Consumer<'_, T> {
         self.lanes.lanes.iter().all(BinaryHeap::is_empty)
     }
 
-    /// Removes stale items (expired at `now`, or cancelled) from the front of
-    /// every lane, handing each to `dropped`.
-    pub fn drop_stale_heads(&mut self, now: Instant, dropped: &mut impl FnMut(T, DropReason)) {
+    /// Removes stale items (deadline at or before `expire_before`, or
+    /// cancelled) from the front of every lane, handing each to `dropped`.
+    pub fn drop_stale_heads(
+        &mut self,
+        expire_before: Instant,
+        dropped: &mut impl FnMut(T, DropReason),
+    ) {
         let mut removed = 0;
         for lane in &mut self.lanes.lanes {
-            while let Some(reason) = lane.peek().and_then(|e| stale(&e.item, now)) {
+            while let Some(reason) = lane.peek().and_then(|e| stale(&e.item, expire_before)) {
                 let item = lane.pop().expect("peeked").item;
                 removed += item.rows();
-                self.queue.release(1);
+                self.queue.departed(&item);
                 dropped(item, reason);
             }
         }
@@ -239,47 +269,98 @@ impl<T: Job> Consumer<'_, T> {
             .filter_map(|l| l.peek().map(|e| &e.item))
     }
 
-    /// Takes items in priority order, earliest deadline first within a level,
-    /// while they fit in `max_rows` and can share a batch with the first.
-    /// Stale items met on the way go to `dropped`.
+    /// Takes up to `max_rows` rows for a batch. First the urgent (deadline
+    /// before `urgent_before`, whatever their level) earliest deadline first;
+    /// then by priority level, earliest deadline first within a level. Stops
+    /// at the first item that does not fit or cannot share the batch. Stale
+    /// items met on the way (deadline at or before `expire_before`, or
+    /// cancelled) go to `dropped`.
     pub fn take(
         &mut self,
         max_rows: usize,
-        now: Instant,
+        expire_before: Instant,
+        urgent_before: Option<Instant>,
         dropped: &mut impl FnMut(T, DropReason),
     ) -> Vec<T> {
-        let mut batch: Vec<T> = Vec::new();
-        let mut rows = 0;
-        let mut left = 0;
-        'lanes: for lane in &mut self.lanes.lanes {
-            while let Some(entry) = lane.peek() {
-                if let Some(reason) = stale(&entry.item, now) {
-                    let item = lane.pop().expect("peeked").item;
-                    left += item.rows();
-                    self.queue.release(1);
+        let mut batch = Batch {
+            items: Vec::new(),
+            rows: 0,
+            max_rows,
+            removed: 0,
+        };
+        if let Some(urgent_before) = urgent_before {
+            loop {
+                self.drop_stale_heads(expire_before, dropped);
+                let most_urgent = (0..self.lanes.lanes.len())
+                    .filter_map(|i| {
+                        let deadline = self.lanes.lanes[i].peek()?.deadline?;
+                        (deadline < urgent_before).then_some((deadline, i))
+                    })
+                    .min();
+                let Some((_, lane)) = most_urgent else { break };
+                if !self.take_head(lane, &mut batch) {
+                    return self.finish(batch);
+                }
+            }
+        }
+        for lane in 0..self.lanes.lanes.len() {
+            while let Some(reason) = self.lanes.lanes[lane]
+                .peek()
+                .map(|e| stale(&e.item, expire_before))
+            {
+                if let Some(reason) = reason {
+                    let item = self.lanes.lanes[lane].pop().expect("peeked").item;
+                    batch.removed += item.rows();
+                    self.queue.departed(&item);
                     dropped(item, reason);
                     continue;
                 }
-                let fits = rows + entry.item.rows() <= max_rows;
-                let compatible = batch
-                    .first()
-                    .is_none_or(|first| entry.item.batches_with(first));
-                if !fits || !compatible {
-                    break 'lanes;
+                if !self.take_head(lane, &mut batch) {
+                    return self.finish(batch);
                 }
-                let item = lane.pop().expect("peeked").item;
-                rows += item.rows();
-                batch.push(item);
             }
         }
-        self.lanes.rows -= rows + left;
-        self.queue.release(batch.len());
-        batch
+        self.finish(batch)
+    }
+
+    /// Moves the head of `lane` into `batch` if it fits; `false` if it does not.
+    fn take_head(&mut self, lane: usize, batch: &mut Batch<T>) -> bool {
+        let heap = &mut self.lanes.lanes[lane];
+        let Some(entry) = heap.peek() else {
+            return true;
+        };
+        let fits = batch.rows + entry.item.rows() <= batch.max_rows;
+        let compatible = batch
+            .items
+            .first()
+            .is_none_or(|first| entry.item.batches_with(first));
+        if !fits || !compatible {
+            return false;
+        }
+        let item = heap.pop().expect("peeked").item;
+        batch.rows += item.rows();
+        self.queue.departed(&item);
+        batch.items.push(item);
+        true
+    }
+
+    fn finish(&mut self, batch: Batch<T>) -> Vec<T> {
+        self.lanes.rows -= batch.rows + batch.removed;
+        batch.items
     }
 }
 
-fn stale<T: Job>(item: &T, now: Instant) -> Option<DropReason> {
-    if item.deadline().is_some_and(|d| d <= now) {
+/// A batch being formed by [`Consumer::take`].
+struct Batch<T> {
+    items: Vec<T>,
+    rows: usize,
+    max_rows: usize,
+    /// Rows of stale items dropped while forming it.
+    removed: usize,
+}
+
+fn stale<T: Job>(item: &T, expire_before: Instant) -> Option<DropReason> {
+    if item.deadline().is_some_and(|d| d <= expire_before) {
         Some(DropReason::Expired)
     } else if item.is_cancelled() {
         Some(DropReason::Cancelled)
@@ -307,8 +388,7 @@ impl<T: Job> Lanes<T> {
     }
 
     fn insert(&mut self, item: T) {
-        let last = self.lanes.len() - 1;
-        let lane = (item.priority().max(1) as usize - 1).min(last);
+        let lane = lane_of(item.priority(), self.lanes.len());
         self.rows += item.rows();
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -422,7 +502,10 @@ pub(crate) mod tests {
         assert_eq!(q.len(), 2);
         let mut c = q.consumer();
         c.drain_inbox();
-        assert_eq!(ids(&c.take(8, Instant::now(), &mut no_drops)), vec![1, 2]);
+        assert_eq!(
+            ids(&c.take(8, Instant::now(), None, &mut no_drops)),
+            vec![1, 2]
+        );
         drop(c);
         assert!(q.is_empty());
         q.push(TestJob::new(4)).unwrap();
@@ -437,7 +520,7 @@ pub(crate) mod tests {
         assert!(!q.is_finished());
         let mut c = q.consumer();
         c.drain_inbox();
-        assert_eq!(c.take(8, Instant::now(), &mut no_drops).len(), 1);
+        assert_eq!(c.take(8, Instant::now(), None, &mut no_drops).len(), 1);
         drop(c);
         assert!(q.is_finished());
     }
@@ -456,7 +539,10 @@ pub(crate) mod tests {
         }
         let mut c = q.consumer();
         c.drain_inbox();
-        assert_eq!(ids(&c.take(16, now, &mut no_drops)), vec![3, 5, 2, 1, 4]);
+        assert_eq!(
+            ids(&c.take(16, now, None, &mut no_drops)),
+            vec![3, 5, 2, 1, 4]
+        );
     }
 
     #[test]
@@ -472,7 +558,7 @@ pub(crate) mod tests {
         let mut c = q.consumer();
         c.drain_inbox();
         assert_eq!(
-            ids(&c.take(3, Instant::now(), &mut no_drops)),
+            ids(&c.take(3, Instant::now(), None, &mut no_drops)),
             vec![2, 4, 1]
         );
     }
@@ -499,9 +585,18 @@ pub(crate) mod tests {
         let mut c = q.consumer();
         c.drain_inbox();
         assert_eq!(c.rows(), 7);
-        assert_eq!(ids(&c.take(5, Instant::now(), &mut no_drops)), vec![1]);
-        assert_eq!(ids(&c.take(8, Instant::now(), &mut no_drops)), vec![2]);
-        assert_eq!(ids(&c.take(8, Instant::now(), &mut no_drops)), vec![3]);
+        assert_eq!(
+            ids(&c.take(5, Instant::now(), None, &mut no_drops)),
+            vec![1]
+        );
+        assert_eq!(
+            ids(&c.take(8, Instant::now(), None, &mut no_drops)),
+            vec![2]
+        );
+        assert_eq!(
+            ids(&c.take(8, Instant::now(), None, &mut no_drops)),
+            vec![3]
+        );
         assert_eq!(c.rows(), 0);
     }
 
@@ -518,7 +613,7 @@ pub(crate) mod tests {
         let mut c = q.consumer();
         c.drain_inbox();
         let mut dropped = Vec::new();
-        let batch = c.take(8, now, &mut |j: TestJob, r| dropped.push((j.id, r)));
+        let batch = c.take(8, now, None, &mut |j: TestJob, r| dropped.push((j.id, r)));
         assert_eq!(ids(&batch), vec![2]);
         assert_eq!(dropped, vec![(1, DropReason::Expired)]);
         drop(c);

@@ -1,37 +1,90 @@
-//! Joins a model's queue to its batch policy: consumers (the model's worker
-//! threads) call [`Scheduler::next_batch`] to block until the policy says a
-//! batch is due, then take it.
+//! Joins a model's queue to its batch policy and its instances: submitters
+//! call [`Scheduler::submit`] (lock-free, with admission control); the
+//! model's worker threads call [`Scheduler::next_batch`] to block until the
+//! policy says a batch is due, then take it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::policy::{Decision, Policy, QueueView};
+use parking_lot::Mutex;
+
+use crate::cost::CostModel;
+use crate::policy::{AdmissionView, Decision, Policy, QueueView};
 use crate::queue::{DropReason, Job, Queue, Refused};
 
 /// How long an idle consumer sleeps on the inbox before looking at the queue
 /// again; wake-ups on arrival and on close do not depend on it.
 const IDLE_TICK: Duration = Duration::from_millis(100);
+/// Window over which the arrival rate is measured.
+const RATE_WINDOW: Duration = Duration::from_millis(250);
 
-/// A model's queue and the policy that drains it.
+/// Why a submit was refused; the item comes back.
+#[derive(Debug)]
+pub enum Rejected<T> {
+    /// The queue is at capacity.
+    Full { item: T, capacity: usize },
+    /// The policy predicts the item would finish after its deadline.
+    Late(T),
+    /// The queue is closed.
+    Closed(T),
+}
+
+/// A model's queue, the policy that drains it, and what it knows of its instances.
 #[derive(Debug)]
 pub struct Scheduler<T> {
     queue: Queue<T>,
     policy: Box<dyn Policy>,
+    cost: Arc<CostModel>,
     max_rows: usize,
+    /// Per instance: when its running batch is predicted to end, in
+    /// nanoseconds after `epoch` (0 when idle).
+    busy_until: Vec<AtomicU64>,
+    epoch: Instant,
+    rate: Mutex<RateMeter>,
 }
 
 impl<T: Job> Scheduler<T> {
-    /// A scheduler over `queue` that forms batches of at most `max_rows` rows.
-    pub fn new(queue: Queue<T>, policy: Box<dyn Policy>, max_rows: usize) -> Self {
+    /// A scheduler over `queue` for `instances` instances that forms batches
+    /// of at most `max_rows` rows; `cost` is the model's batch cost model,
+    /// fed by [`Scheduler::finished`].
+    pub fn new(
+        queue: Queue<T>,
+        policy: Box<dyn Policy>,
+        cost: Arc<CostModel>,
+        max_rows: usize,
+        instances: usize,
+    ) -> Self {
         Self {
             queue,
             policy,
+            cost,
             max_rows: max_rows.max(1),
+            busy_until: (0..instances.max(1)).map(|_| AtomicU64::new(0)).collect(),
+            epoch: Instant::now(),
+            rate: Mutex::new(RateMeter::default()),
         }
     }
 
-    /// Admits `item` (lock-free), or hands it back.
-    pub fn submit(&self, item: T) -> Result<(), Refused<T>> {
-        self.queue.push(item)
+    /// Admits `item` (lock-free), or hands it back: the queue is full, or the
+    /// policy predicts it cannot finish before its deadline.
+    pub fn submit(&self, item: T) -> Result<(), Rejected<T>> {
+        let now = Instant::now();
+        let view = AdmissionView {
+            now,
+            rows: item.rows(),
+            deadline: item.deadline(),
+            rows_ahead: self.queue.rows_ahead(item.priority()),
+            instances: self.busy_until.len(),
+            earliest_free: self.earliest_free(now),
+        };
+        if !self.policy.admit(&view) {
+            return Err(Rejected::Late(item));
+        }
+        self.queue.push(item).map_err(|refused| match refused {
+            Refused::Full { item, capacity } => Rejected::Full { item, capacity },
+            Refused::Closed(item) => Rejected::Closed(item),
+        })
     }
 
     /// Requests admitted and waiting.
@@ -39,20 +92,53 @@ impl<T: Job> Scheduler<T> {
         self.queue.len()
     }
 
+    /// The model's batch cost model.
+    pub fn cost(&self) -> &Arc<CostModel> {
+        &self.cost
+    }
+
     /// Stops admitting; `consumers` blocked consumers wake to drain the rest.
     pub fn close(&self, consumers: usize) {
         self.queue.close(consumers);
     }
 
-    /// Feeds a batch's measured compute time to the policy.
-    pub fn observe(&self, rows: usize, compute: Duration) {
-        self.policy.observe(rows, compute);
+    /// Instance `instance` starts a batch of `rows` rows now.
+    pub fn started(&self, instance: usize, rows: usize) {
+        let end = Instant::now() + self.cost.predict(rows);
+        self.busy_until[instance].store(self.nanos(end).max(1), Ordering::Relaxed);
+    }
+
+    /// Instance `instance` finished a batch of `rows` that took `compute`.
+    pub fn finished(&self, instance: usize, rows: usize, compute: Duration) {
+        self.busy_until[instance].store(0, Ordering::Relaxed);
+        self.cost.observe(rows, compute);
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn busy_ends(&self, now: Instant) -> impl Iterator<Item = Instant> + '_ {
+        let now_ns = self.nanos(now);
+        self.busy_until.iter().map(move |b| {
+            let end = b.load(Ordering::Relaxed);
+            // Idle, or overrunning its prediction: free as far as we know.
+            self.epoch + Duration::from_nanos(if end == 0 { now_ns } else { end.max(now_ns) })
+        })
+    }
+
+    fn earliest_free(&self, now: Instant) -> Instant {
+        self.busy_ends(now).min().unwrap_or(now)
     }
 
     /// Blocks until a batch is due and returns it; `None` once the queue is
-    /// closed and empty. Requests that expire or are cancelled while queued
-    /// go to `dropped` and are never dispatched.
-    pub fn next_batch(&self, dropped: &mut impl FnMut(T, DropReason)) -> Option<Vec<T>> {
+    /// closed and empty. Requests that expire, cannot finish in time, or are
+    /// cancelled while queued go to `dropped` and are never dispatched.
+    pub fn next_batch(
+        &self,
+        instance: usize,
+        dropped: &mut impl FnMut(T, DropReason),
+    ) -> Option<Vec<T>> {
         let mut consumer = self.queue.consumer();
         loop {
             consumer.drain_inbox();
@@ -65,23 +151,38 @@ impl<T: Job> Scheduler<T> {
                 consumer.wait_until(now + IDLE_TICK);
                 continue;
             }
+            let others_free = self
+                .busy_ends(now)
+                .enumerate()
+                .filter(|&(i, end)| i != instance && end > now)
+                .map(|(_, end)| end)
+                .min();
             let view = QueueView {
                 now,
                 queued_rows: consumer.rows(),
                 oldest_arrival: consumer.heads().map(Job::arrival).min().unwrap_or(now),
                 earliest_deadline: consumer.heads().filter_map(Job::deadline).min(),
+                instances: self.busy_until.len(),
+                next_free: others_free,
+                arrival_rate: self.rate.lock().rate(now, self.queue.admitted_rows()),
             };
-            let decision = if self.queue.is_closed() {
+            let decision = match self.policy.decide(&view) {
                 // Draining: nothing more will arrive to fill a batch.
-                Decision::Dispatch {
+                Decision::Wait { .. } if self.queue.is_closed() => Decision::Dispatch {
                     max_rows: self.max_rows,
-                }
-            } else {
-                self.policy.decide(&view)
+                    expire_before: now,
+                    urgent_before: None,
+                },
+                decision => decision,
             };
             match decision {
-                Decision::Dispatch { max_rows } => {
-                    let batch = consumer.take(max_rows.clamp(1, self.max_rows), now, dropped);
+                Decision::Dispatch {
+                    max_rows,
+                    expire_before,
+                    urgent_before,
+                } => {
+                    let rows = max_rows.clamp(1, self.max_rows);
+                    let batch = consumer.take(rows, expire_before, urgent_before, dropped);
                     if !batch.is_empty() {
                         return Some(batch);
                     }
@@ -94,13 +195,41 @@ impl<T: Job> Scheduler<T> {
     }
 }
 
+/// Arrival rate from a counter of admitted rows, over a sliding window.
+#[derive(Debug, Default)]
+struct RateMeter {
+    /// (when, rows admitted by then); oldest first, spanning about one window.
+    marks: std::collections::VecDeque<(Instant, u64)>,
+}
+
+impl RateMeter {
+    fn rate(&mut self, now: Instant, total: u64) -> f64 {
+        if self
+            .marks
+            .back()
+            .is_none_or(|&(at, _)| now.duration_since(at) >= RATE_WINDOW / 8)
+        {
+            self.marks.push_back((now, total));
+        }
+        while self.marks.len() > 2 && now.duration_since(self.marks[1].0) >= RATE_WINDOW {
+            self.marks.pop_front();
+        }
+        let &(since, then) = self.marks.front().expect("a mark was just pushed");
+        let elapsed = now.duration_since(since).as_secs_f64();
+        if elapsed <= 0.0 {
+            0.0
+        } else {
+            (total - then) as f64 / elapsed
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::BatchingConfig;
     use crate::policy::StaticPolicy;
     use crate::queue::tests::TestJob;
-    use std::sync::Arc;
 
     fn scheduler(max_rows: usize, delay: Duration) -> Scheduler<TestJob> {
         let config = BatchingConfig {
@@ -110,8 +239,14 @@ mod tests {
         Scheduler::new(
             Queue::new(1024, 2),
             Box::new(StaticPolicy::new(max_rows, &config)),
+            Arc::new(CostModel::new(max_rows)),
             max_rows,
+            1,
         )
+    }
+
+    fn no_drops(_: TestJob, r: DropReason) {
+        panic!("drop {r:?}");
     }
 
     #[test]
@@ -120,9 +255,8 @@ mod tests {
         for id in 0..6 {
             s.submit(TestJob::new(id)).unwrap();
         }
-        let mut drops = |_: TestJob, r: DropReason| panic!("drop {r:?}");
-        assert_eq!(s.next_batch(&mut drops).unwrap().len(), 4);
-        assert_eq!(s.next_batch(&mut drops).unwrap().len(), 2);
+        assert_eq!(s.next_batch(0, &mut no_drops).unwrap().len(), 4);
+        assert_eq!(s.next_batch(0, &mut no_drops).unwrap().len(), 2);
         assert_eq!(s.queued(), 0);
     }
 
@@ -137,7 +271,7 @@ mod tests {
                 s.submit(TestJob::new(1)).unwrap();
             })
         };
-        let batch = s.next_batch(&mut |_, _| {}).unwrap();
+        let batch = s.next_batch(0, &mut |_, _| {}).unwrap();
         feeder.join().unwrap();
         assert_eq!(
             batch.len(),
@@ -151,8 +285,8 @@ mod tests {
         let s = scheduler(8, Duration::from_secs(10));
         s.submit(TestJob::new(0)).unwrap();
         s.close(1);
-        assert_eq!(s.next_batch(&mut |_, _| {}).unwrap().len(), 1);
-        assert!(s.next_batch(&mut |_, _| {}).is_none());
+        assert_eq!(s.next_batch(0, &mut |_, _| {}).unwrap().len(), 1);
+        assert!(s.next_batch(0, &mut |_, _| {}).is_none());
     }
 
     #[test]
@@ -166,9 +300,18 @@ mod tests {
         s.submit(TestJob::new(8)).unwrap();
         let mut dropped = Vec::new();
         let batch = s
-            .next_batch(&mut |j: TestJob, r| dropped.push((j.id, r)))
+            .next_batch(0, &mut |j: TestJob, r| dropped.push((j.id, r)))
             .unwrap();
         assert_eq!(batch.iter().map(|j| j.id).collect::<Vec<_>>(), vec![8]);
         assert_eq!(dropped, vec![(7, DropReason::Expired)]);
+    }
+
+    #[test]
+    fn rate_meter_measures_rows_per_second() {
+        let mut m = RateMeter::default();
+        let t0 = Instant::now();
+        assert_eq!(m.rate(t0, 0), 0.0);
+        let r = m.rate(t0 + Duration::from_millis(100), 1000);
+        assert!((r - 10_000.0).abs() < 1.0, "{r}");
     }
 }

@@ -8,12 +8,13 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
+use crate::cost::CostModel;
 use crate::error::CoreError;
-use crate::model::ModelSpec;
+use crate::model::{ModelSpec, PolicyKind};
 use crate::policy;
-use crate::queue::{Job, Queue, Refused};
+use crate::queue::{Job, Queue};
 use crate::request::{InferRequest, InferResponse};
-use crate::scheduler::Scheduler;
+use crate::scheduler::{Rejected, Scheduler};
 use crate::stats::ModelStats;
 use crate::worker::{self, Executor};
 
@@ -62,8 +63,13 @@ pub struct ServedModel {
 }
 
 impl ServedModel {
-    /// Validates `spec` and starts one worker thread per executor.
-    pub fn start(spec: ModelSpec, executors: Vec<Box<dyn Executor>>) -> Result<Self, CoreError> {
+    /// Validates `spec`, profiles the batch cost when the policy needs it
+    /// (on the first executor, in the calling thread), and starts one worker
+    /// thread per executor.
+    pub fn start(
+        spec: ModelSpec,
+        mut executors: Vec<Box<dyn Executor>>,
+    ) -> Result<Self, CoreError> {
         spec.validate()?;
         if executors.is_empty() {
             return Err(CoreError::invalid(format!(
@@ -72,11 +78,17 @@ impl ServedModel {
             )));
         }
         let spec = Arc::new(spec);
-        let stats = Arc::new(ModelStats::default());
+        let stats = Arc::new(ModelStats::new(spec.priority_levels));
+        let cost = Arc::new(CostModel::new(spec.batch_limit()));
+        if spec.batching.policy == PolicyKind::Adaptive {
+            worker::profile(&spec, executors[0].as_mut(), &cost);
+        }
         let scheduler = Arc::new(Scheduler::new(
             Queue::new(spec.queue_capacity, spec.priority_levels),
-            policy::for_model(&spec),
+            policy::for_model(&spec, Arc::clone(&cost)),
+            cost,
             spec.batch_limit(),
+            executors.len(),
         ));
         let mut workers = Vec::with_capacity(executors.len());
         for (i, executor) in executors.into_iter().enumerate() {
@@ -87,7 +99,7 @@ impl ServedModel {
             };
             let handle = std::thread::Builder::new()
                 .name(format!("tidal-{}-{i}", spec.name))
-                .spawn(move || worker::run(&context, executor))
+                .spawn(move || worker::run(&context, i, executor))
                 .map_err(|e| CoreError::Internal(format!("cannot start a worker thread: {e}")))?;
             workers.push(handle);
         }
@@ -102,17 +114,20 @@ impl ServedModel {
     /// Admits `request` to the queue; the answer arrives on the returned channel.
     pub fn submit(&self, request: InferRequest) -> Result<Answer, CoreError> {
         let (reply, answer) = oneshot::channel();
+        let priority = request.priority;
         match self.scheduler.submit(Pending { request, reply }) {
-            Ok(()) => Ok(answer),
-            Err(refused) => {
-                self.stats.refused();
-                Err(match refused {
-                    Refused::Full { capacity, .. } => CoreError::QueueFull {
-                        model: self.spec.name.clone(),
-                        capacity,
-                    },
-                    Refused::Closed(_) => CoreError::Unavailable {
-                        model: self.spec.name.clone(),
+            Ok(()) => {
+                self.stats.admitted(priority);
+                Ok(answer)
+            }
+            Err(rejected) => {
+                self.stats.refused(priority);
+                let model = self.spec.name.clone();
+                Err(match rejected {
+                    Rejected::Full { capacity, .. } => CoreError::QueueFull { model, capacity },
+                    Rejected::Late(_) => CoreError::Overloaded { model },
+                    Rejected::Closed(_) => CoreError::Unavailable {
+                        model,
                         reason: "it is being unloaded".into(),
                     },
                 })
@@ -120,9 +135,20 @@ impl ServedModel {
         }
     }
 
+    /// The model's batch cost model (fitted line), for reports.
+    pub fn cost(&self) -> &Arc<CostModel> {
+        self.scheduler.cost()
+    }
+
     /// Requests admitted and waiting.
     pub fn queued(&self) -> usize {
         self.scheduler.queued()
+    }
+
+    /// Stops admitting; what is queued is dispatched at once (nothing more
+    /// will come to fill a batch). Does not wait; see [`ServedModel::shutdown`].
+    pub fn close(&self) {
+        self.scheduler.close(self.workers.lock().len());
     }
 
     /// Stops admitting, answers everything admitted, and joins the workers.

@@ -1,6 +1,8 @@
 //! Per-model statistics: counters and cumulative durations in the terms of
-//! the protocol's ModelStatistics, per-batch-size figures, and HDR
-//! histograms of queue, compute and end-to-end latency.
+//! the protocol's ModelStatistics, figures per batch size, and per priority
+//! level the fate of every request (admitted, refused, expired, cancelled,
+//! completed, failed) with HDR histograms of queue, compute and end-to-end
+//! time.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,10 +59,31 @@ pub struct Percentiles {
     pub p50_us: u64,
     pub p90_us: u64,
     pub p99_us: u64,
+    pub p999_us: u64,
     pub max_us: u64,
 }
 
-/// A consistent-enough copy of a model's statistics.
+/// What happened to the requests of one priority level.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LaneSnapshot {
+    /// Entered the queue.
+    pub admitted: u64,
+    /// Refused at submit (queue full, predicted late, closed).
+    pub refused: u64,
+    /// Dropped in the queue: deadline passed, or could not finish before it.
+    pub expired: u64,
+    /// Dropped in the queue: the client went away.
+    pub cancelled: u64,
+    /// Answered with a result.
+    pub completed: u64,
+    /// Failed in execution.
+    pub failed: u64,
+    pub queue: Percentiles,
+    pub compute: Percentiles,
+    pub end_to_end: Percentiles,
+}
+
+/// A copy of a model's statistics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StatsSnapshot {
     /// Samples (rows) inferred.
@@ -69,8 +92,8 @@ pub struct StatsSnapshot {
     pub execution_count: u64,
     /// Requests answered with a result, and their end-to-end time.
     pub success: Duration2,
-    /// Requests that failed after admission (execution error, expiry,
-    /// cancellation), and their time in the server.
+    /// Admitted requests that failed (execution error, expiry, cancellation),
+    /// and their time in the server.
     pub fail: Duration2,
     /// Requests that left the queue for a batch, and their time in it.
     pub queue: Duration2,
@@ -78,38 +101,19 @@ pub struct StatsSnapshot {
     pub compute_input: Duration2,
     pub compute_infer: Duration2,
     pub compute_output: Duration2,
-    /// Requests refused at admission (queue full, closed).
-    pub refused: u64,
-    /// Requests dropped because their deadline passed in the queue.
-    pub expired: u64,
-    /// Requests dropped because their client went away.
-    pub cancelled: u64,
     /// Milliseconds since the epoch of the last executed batch.
     pub last_inference_ms: u64,
     /// By batch size (rows).
     pub batches: BTreeMap<usize, BatchFigures>,
-    pub queue_latency: Percentiles,
-    pub compute_latency: Percentiles,
-    pub end_to_end_latency: Percentiles,
+    /// By priority level, level 1 first.
+    pub lanes: Vec<LaneSnapshot>,
 }
 
-/// Live statistics of one model, updated by its workers.
-#[derive(Debug)]
-pub struct ModelStats {
-    inference_count: AtomicU64,
-    execution_count: AtomicU64,
-    success: Timed,
-    fail: Timed,
-    queue: Timed,
-    compute_input: Timed,
-    compute_infer: Timed,
-    compute_output: Timed,
-    refused: AtomicU64,
-    expired: AtomicU64,
-    cancelled: AtomicU64,
-    last_inference_ms: AtomicU64,
-    batches: Mutex<BTreeMap<usize, BatchFigures>>,
-    histograms: Mutex<Histograms>,
+impl StatsSnapshot {
+    /// A lane figure summed over every level.
+    pub fn total(&self, figure: impl Fn(&LaneSnapshot) -> u64) -> u64 {
+        self.lanes.iter().map(figure).sum()
+    }
 }
 
 #[derive(Debug)]
@@ -134,26 +138,31 @@ fn percentiles(h: &Histogram<u64>) -> Percentiles {
         p50_us: h.value_at_quantile(0.5),
         p90_us: h.value_at_quantile(0.9),
         p99_us: h.value_at_quantile(0.99),
+        p999_us: h.value_at_quantile(0.999),
         max_us: h.max(),
     }
 }
 
-impl Default for ModelStats {
-    fn default() -> Self {
+#[derive(Debug)]
+struct Lane {
+    admitted: AtomicU64,
+    refused: AtomicU64,
+    expired: AtomicU64,
+    cancelled: AtomicU64,
+    completed: AtomicU64,
+    failed: AtomicU64,
+    histograms: Mutex<Histograms>,
+}
+
+impl Lane {
+    fn new() -> Self {
         Self {
-            inference_count: AtomicU64::new(0),
-            execution_count: AtomicU64::new(0),
-            success: Timed::default(),
-            fail: Timed::default(),
-            queue: Timed::default(),
-            compute_input: Timed::default(),
-            compute_infer: Timed::default(),
-            compute_output: Timed::default(),
+            admitted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             expired: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
-            last_inference_ms: AtomicU64::new(0),
-            batches: Mutex::new(BTreeMap::new()),
+            completed: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
             histograms: Mutex::new(Histograms {
                 queue: histogram(),
                 compute: histogram(),
@@ -161,6 +170,37 @@ impl Default for ModelStats {
             }),
         }
     }
+
+    fn snapshot(&self) -> LaneSnapshot {
+        let h = self.histograms.lock();
+        LaneSnapshot {
+            admitted: self.admitted.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+            expired: self.expired.load(Ordering::Relaxed),
+            cancelled: self.cancelled.load(Ordering::Relaxed),
+            completed: self.completed.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            queue: percentiles(&h.queue),
+            compute: percentiles(&h.compute),
+            end_to_end: percentiles(&h.end_to_end),
+        }
+    }
+}
+
+/// Live statistics of one model, updated by submitters and workers.
+#[derive(Debug)]
+pub struct ModelStats {
+    inference_count: AtomicU64,
+    execution_count: AtomicU64,
+    success: Timed,
+    fail: Timed,
+    queue: Timed,
+    compute_input: Timed,
+    compute_infer: Timed,
+    compute_output: Timed,
+    last_inference_ms: AtomicU64,
+    batches: Mutex<BTreeMap<usize, BatchFigures>>,
+    lanes: Vec<Lane>,
 }
 
 /// Times of one executed batch.
@@ -173,11 +213,49 @@ pub struct BatchTiming {
     pub output: Duration,
 }
 
+impl BatchTiming {
+    /// Input, infer and output together.
+    pub fn total(&self) -> Duration {
+        self.input + self.infer + self.output
+    }
+}
+
 impl ModelStats {
+    /// Statistics for a model with `levels` priority levels.
+    pub fn new(levels: u32) -> Self {
+        Self {
+            inference_count: AtomicU64::new(0),
+            execution_count: AtomicU64::new(0),
+            success: Timed::default(),
+            fail: Timed::default(),
+            queue: Timed::default(),
+            compute_input: Timed::default(),
+            compute_infer: Timed::default(),
+            compute_output: Timed::default(),
+            last_inference_ms: AtomicU64::new(0),
+            batches: Mutex::new(BTreeMap::new()),
+            lanes: (0..levels.max(1)).map(|_| Lane::new()).collect(),
+        }
+    }
+
+    fn lane(&self, priority: u32) -> &Lane {
+        &self.lanes[(priority.max(1) as usize - 1).min(self.lanes.len() - 1)]
+    }
+
+    /// A request entered the queue.
+    pub fn admitted(&self, priority: u32) {
+        self.lane(priority).admitted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request was refused at submit.
+    pub fn refused(&self, priority: u32) {
+        self.lane(priority).refused.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A request left the queue for a batch after waiting `waited`.
-    pub fn dequeued(&self, waited: Duration) {
+    pub fn dequeued(&self, priority: u32, waited: Duration) {
         self.queue.add(1, waited);
-        record(&mut self.histograms.lock().queue, waited);
+        record(&mut self.lane(priority).histograms.lock().queue, waited);
     }
 
     /// A batch ran (successfully or not).
@@ -193,51 +271,46 @@ impl ModelStats {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         self.last_inference_ms.store(now_ms, Ordering::Relaxed);
-        {
-            let mut batches = self.batches.lock();
-            let f = batches.entry(t.rows).or_default();
-            f.count += 1;
-            f.compute_input_ns += nanos(t.input);
-            f.compute_infer_ns += nanos(t.infer);
-            f.compute_output_ns += nanos(t.output);
-        }
-        record(
-            &mut self.histograms.lock().compute,
-            t.input + t.infer + t.output,
-        );
+        let mut batches = self.batches.lock();
+        let f = batches.entry(t.rows).or_default();
+        f.count += 1;
+        f.compute_input_ns += nanos(t.input);
+        f.compute_infer_ns += nanos(t.infer);
+        f.compute_output_ns += nanos(t.output);
     }
 
-    /// A request was answered with a result after `total` in the server.
-    pub fn succeeded(&self, total: Duration) {
+    /// A request was answered with a result: `compute` in its batch, `total` in the server.
+    pub fn succeeded(&self, priority: u32, compute: Duration, total: Duration) {
         self.success.add(1, total);
-        record(&mut self.histograms.lock().end_to_end, total);
+        let lane = self.lane(priority);
+        lane.completed.fetch_add(1, Ordering::Relaxed);
+        let mut h = lane.histograms.lock();
+        record(&mut h.compute, compute);
+        record(&mut h.end_to_end, total);
     }
 
-    /// An admitted request failed after `total` in the server.
-    pub fn failed(&self, total: Duration) {
+    /// An admitted request failed in execution after `total` in the server.
+    pub fn failed(&self, priority: u32, total: Duration) {
         self.fail.add(1, total);
+        self.lane(priority).failed.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A request was refused at admission.
-    pub fn refused(&self) {
-        self.refused.fetch_add(1, Ordering::Relaxed);
+    /// A request was dropped from the queue because of its deadline.
+    pub fn expired(&self, priority: u32, total: Duration) {
+        self.fail.add(1, total);
+        self.lane(priority).expired.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A request's deadline passed while it was queued.
-    pub fn expired(&self, total: Duration) {
-        self.expired.fetch_add(1, Ordering::Relaxed);
-        self.failed(total);
-    }
-
-    /// A request's client went away while it was queued.
-    pub fn cancelled(&self, total: Duration) {
-        self.cancelled.fetch_add(1, Ordering::Relaxed);
-        self.failed(total);
+    /// A request was dropped from the queue because its client went away.
+    pub fn cancelled(&self, priority: u32, total: Duration) {
+        self.fail.add(1, total);
+        self.lane(priority)
+            .cancelled
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// A copy of every figure.
     pub fn snapshot(&self) -> StatsSnapshot {
-        let h = self.histograms.lock();
         StatsSnapshot {
             inference_count: self.inference_count.load(Ordering::Relaxed),
             execution_count: self.execution_count.load(Ordering::Relaxed),
@@ -247,14 +320,9 @@ impl ModelStats {
             compute_input: self.compute_input.read(),
             compute_infer: self.compute_infer.read(),
             compute_output: self.compute_output.read(),
-            refused: self.refused.load(Ordering::Relaxed),
-            expired: self.expired.load(Ordering::Relaxed),
-            cancelled: self.cancelled.load(Ordering::Relaxed),
             last_inference_ms: self.last_inference_ms.load(Ordering::Relaxed),
             batches: self.batches.lock().clone(),
-            queue_latency: percentiles(&h.queue),
-            compute_latency: percentiles(&h.compute),
-            end_to_end_latency: percentiles(&h.end_to_end),
+            lanes: self.lanes.iter().map(Lane::snapshot).collect(),
         }
     }
 }
@@ -265,9 +333,13 @@ mod tests {
 
     #[test]
     fn counters_add_up() {
-        let s = ModelStats::default();
-        s.dequeued(Duration::from_micros(100));
-        s.dequeued(Duration::from_micros(300));
+        let s = ModelStats::new(2);
+        s.admitted(1);
+        s.admitted(2);
+        s.admitted(2);
+        s.refused(2);
+        s.dequeued(1, Duration::from_micros(100));
+        s.dequeued(2, Duration::from_micros(300));
         s.batch(BatchTiming {
             rows: 5,
             requests: 2,
@@ -275,9 +347,9 @@ mod tests {
             infer: Duration::from_micros(1000),
             output: Duration::from_micros(5),
         });
-        s.succeeded(Duration::from_micros(1500));
-        s.expired(Duration::from_micros(2000));
-        s.refused();
+        s.succeeded(1, Duration::from_micros(1015), Duration::from_micros(1500));
+        s.succeeded(2, Duration::from_micros(1015), Duration::from_micros(1700));
+        s.expired(2, Duration::from_micros(2000));
         let snap = s.snapshot();
         assert_eq!((snap.inference_count, snap.execution_count), (5, 1));
         assert_eq!(
@@ -294,12 +366,29 @@ mod tests {
                 ns: 2_000_000
             }
         );
-        assert_eq!(snap.success.count, 1);
+        assert_eq!(snap.success.count, 2);
         assert_eq!(snap.fail.count, 1);
-        assert_eq!((snap.expired, snap.refused), (1, 1));
         assert_eq!(snap.batches[&5].count, 1);
-        assert_eq!(snap.queue_latency.count, 2);
-        assert!(snap.queue_latency.max_us >= 300);
+        let (online, batch) = (&snap.lanes[0], &snap.lanes[1]);
+        assert_eq!((online.admitted, online.completed), (1, 1));
+        assert_eq!(
+            (
+                batch.admitted,
+                batch.refused,
+                batch.expired,
+                batch.completed
+            ),
+            (2, 1, 1, 1)
+        );
+        assert_eq!(snap.total(|l| l.admitted), 3);
+        assert!(batch.end_to_end.max_us >= 1700 && online.queue.max_us < 300);
         assert!(snap.last_inference_ms > 0);
+    }
+
+    #[test]
+    fn out_of_range_priorities_land_in_the_last_lane() {
+        let s = ModelStats::new(2);
+        s.admitted(9);
+        assert_eq!(s.snapshot().lanes[1].admitted, 1);
     }
 }

@@ -1,16 +1,19 @@
 //! The loop each model instance runs on its own thread: wait for a batch,
-//! assemble it, execute it once, answer each request.
+//! assemble it, execute it once, answer each request. And the warm-up
+//! profile that seeds a model's cost model before it serves.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::batch::{self, BatchInput, BatchOutput};
+use crate::cost::CostModel;
 use crate::error::CoreError;
 use crate::model::ModelSpec;
 use crate::queue::DropReason;
 use crate::scheduler::Scheduler;
 use crate::served::Pending;
 use crate::stats::{BatchTiming, ModelStats};
+use crate::tensor::DataType;
 
 /// Runs a model on one assembled batch.
 pub trait Executor: Send {
@@ -32,59 +35,78 @@ pub(crate) struct Context {
     pub(crate) scheduler: Arc<Scheduler<Pending>>,
 }
 
-/// Serves batches until the model's queue is closed and drained.
-pub(crate) fn run(context: &Context, mut executor: Box<dyn Executor>) {
+/// Serves batches as instance `instance` until the model's queue is closed and drained.
+pub(crate) fn run(context: &Context, instance: usize, mut executor: Box<dyn Executor>) {
     let mut dropped = |pending: Pending, reason: DropReason| {
         let waited = pending.request.arrival.elapsed();
+        let priority = pending.request.priority;
         let model = context.spec.name.clone();
         let error = match reason {
             DropReason::Expired => {
-                context.stats.expired(waited);
+                context.stats.expired(priority, waited);
                 CoreError::DeadlineExceeded { model, waited }
             }
             DropReason::Cancelled => {
-                context.stats.cancelled(waited);
+                context.stats.cancelled(priority, waited);
                 CoreError::Cancelled { model }
             }
         };
         let _ = pending.reply.send(Err(error));
     };
-    while let Some(batch) = context.scheduler.next_batch(&mut dropped) {
-        execute(context, executor.as_mut(), batch);
+    while let Some(batch) = context.scheduler.next_batch(instance, &mut dropped) {
+        execute(context, instance, executor.as_mut(), batch);
     }
 }
 
-fn execute(context: &Context, executor: &mut dyn Executor, batch: Vec<Pending>) {
+/// Runs `executor` without letting a panic take the worker down.
+fn guarded(
+    executor: &mut dyn Executor,
+    inputs: Vec<BatchInput>,
+    outputs: &[usize],
+) -> Result<Vec<BatchOutput>, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        executor.execute(inputs, outputs)
+    }))
+    .unwrap_or_else(|_| Err("the executor panicked".into()))
+}
+
+fn execute(context: &Context, instance: usize, executor: &mut dyn Executor, batch: Vec<Pending>) {
     let start = Instant::now();
     for pending in &batch {
-        context.stats.dequeued(start - pending.request.arrival);
+        context
+            .stats
+            .dequeued(pending.request.priority, start - pending.request.arrival);
     }
     let requests: Vec<_> = batch.iter().map(|p| &p.request).collect();
     let rows = requests.iter().map(|r| r.rows).sum();
+    context.scheduler.started(instance, rows);
     let outputs = batch::needed_outputs(&requests);
     let inputs = batch::assemble(&context.spec, &requests);
     let assembled = Instant::now();
-    // A panicking executor must fail its batch, not take the worker down.
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        executor.execute(inputs, &outputs)
-    }))
-    .unwrap_or_else(|_| Err("the executor panicked".into()));
+    let result = guarded(executor, inputs, &outputs);
     let executed = Instant::now();
+    context
+        .scheduler
+        .finished(instance, rows, executed - assembled);
     let answers =
         result.and_then(|results| batch::split(&context.spec, &requests, &outputs, results));
-    let split = Instant::now();
-    context.stats.batch(BatchTiming {
+    let timing = BatchTiming {
         rows,
         requests: batch.len(),
         input: assembled - start,
         infer: executed - assembled,
-        output: split - executed,
-    });
-    context.scheduler.observe(rows, executed - assembled);
+        output: Instant::now() - executed,
+    };
+    context.stats.batch(timing);
     match answers {
         Ok(answers) => {
             for (pending, answer) in batch.into_iter().zip(answers) {
-                context.stats.succeeded(pending.request.arrival.elapsed());
+                let request = &pending.request;
+                context.stats.succeeded(
+                    request.priority,
+                    timing.total(),
+                    request.arrival.elapsed(),
+                );
                 let _ = pending.reply.send(Ok(answer));
             }
         }
@@ -95,9 +117,75 @@ fn execute(context: &Context, executor: &mut dyn Executor, batch: Vec<Pending>) 
                 message,
             };
             for pending in batch {
-                context.stats.failed(pending.request.arrival.elapsed());
+                context
+                    .stats
+                    .failed(pending.request.priority, pending.request.arrival.elapsed());
                 let _ = pending.reply.send(Err(error.clone()));
             }
         }
     }
+}
+
+/// Repetitions per batch size in the warm-up profile.
+const PROFILE_REPEATS: usize = 3;
+/// The profile stops growing the batch once one takes longer than this or
+/// the profile as a whole has taken [`PROFILE_BUDGET`].
+const PROFILE_BATCH_LIMIT: Duration = Duration::from_secs(1);
+const PROFILE_BUDGET: Duration = Duration::from_secs(3);
+
+/// Times batches of 1, 2, 4, ... up to the model's limit on zero-filled
+/// inputs and feeds the timings to `cost`. A model that fails on zeros is
+/// left unprofiled (the cost model then learns from real batches).
+pub(crate) fn profile(spec: &ModelSpec, executor: &mut dyn Executor, cost: &CostModel) {
+    let started = Instant::now();
+    let outputs: Vec<usize> = (0..spec.outputs.len()).collect();
+    let mut rows = 1;
+    loop {
+        let mut slowest = Duration::ZERO;
+        for _ in 0..PROFILE_REPEATS {
+            let t0 = Instant::now();
+            if let Err(e) = guarded(executor, zero_inputs(spec, rows), &outputs) {
+                log::warn!(
+                    "model `{}`: warm-up profile stopped at batch {rows}: {e}",
+                    spec.name
+                );
+                cost.refit();
+                return;
+            }
+            let took = t0.elapsed();
+            cost.observe(rows, took);
+            slowest = slowest.max(took);
+        }
+        let limit = spec.batch_limit();
+        if rows >= limit || slowest > PROFILE_BATCH_LIMIT || started.elapsed() > PROFILE_BUDGET {
+            break;
+        }
+        rows = (rows * 2).min(limit);
+    }
+    cost.refit();
+}
+
+/// Zero-filled inputs for a batch of `rows` (variable dimensions set to 1,
+/// BYTES elements empty).
+fn zero_inputs(spec: &ModelSpec, rows: usize) -> Vec<BatchInput> {
+    spec.inputs
+        .iter()
+        .map(|input| {
+            let fixed = input.shape.iter().map(|&d| if d < 0 { 1 } else { d });
+            let shape: Vec<i64> = if spec.batches() {
+                std::iter::once(rows as i64).chain(fixed).collect()
+            } else {
+                fixed.collect()
+            };
+            let elements: usize = shape.iter().map(|&d| d as usize).product();
+            let bytes = match input.datatype {
+                DataType::Bytes => 4,
+                other => other.element_size().unwrap_or(1),
+            };
+            BatchInput {
+                shape,
+                data: vec![0; elements * bytes],
+            }
+        })
+        .collect()
 }

@@ -293,7 +293,7 @@ class InferBatchStatistics(_message.Message):
     def __init__(self, batch_size: _Optional[int] = ..., compute_input: _Optional[_Union[StatisticDuration, _Mapping]] = ..., compute_infer: _Optional[_Union[StatisticDuration, _Mapping]] = ..., compute_output: _Optional[_Union[StatisticDuration, _Mapping]] = ...) -> None: ...
 
 class ModelStatistics(_message.Message):
-    __slots__ = ("name", "version", "last_inference", "inference_count", "execution_count", "inference_stats", "batch_stats")
+    __slots__ = ("name", "version", "last_inference", "inference_count", "execution_count", "inference_stats", "batch_stats", "priority_stats", "batch_cost")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     LAST_INFERENCE_FIELD_NUMBER: _ClassVar[int]
@@ -301,6 +301,8 @@ class ModelStatistics(_message.Message):
     EXECUTION_COUNT_FIELD_NUMBER: _ClassVar[int]
     INFERENCE_STATS_FIELD_NUMBER: _ClassVar[int]
     BATCH_STATS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_STATS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_COST_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     last_inference: int
@@ -308,7 +310,57 @@ class ModelStatistics(_message.Message):
     execution_count: int
     inference_stats: InferStatistics
     batch_stats: _containers.RepeatedCompositeFieldContainer[InferBatchStatistics]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., last_inference: _Optional[int] = ..., inference_count: _Optional[int] = ..., execution_count: _Optional[int] = ..., inference_stats: _Optional[_Union[InferStatistics, _Mapping]] = ..., batch_stats: _Optional[_Iterable[_Union[InferBatchStatistics, _Mapping]]] = ...) -> None: ...
+    priority_stats: _containers.RepeatedCompositeFieldContainer[PriorityStatistics]
+    batch_cost: BatchCost
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., last_inference: _Optional[int] = ..., inference_count: _Optional[int] = ..., execution_count: _Optional[int] = ..., inference_stats: _Optional[_Union[InferStatistics, _Mapping]] = ..., batch_stats: _Optional[_Iterable[_Union[InferBatchStatistics, _Mapping]]] = ..., priority_stats: _Optional[_Iterable[_Union[PriorityStatistics, _Mapping]]] = ..., batch_cost: _Optional[_Union[BatchCost, _Mapping]] = ...) -> None: ...
+
+class LatencyPercentiles(_message.Message):
+    __slots__ = ("count", "p50_us", "p90_us", "p99_us", "p999_us", "max_us")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    P50_US_FIELD_NUMBER: _ClassVar[int]
+    P90_US_FIELD_NUMBER: _ClassVar[int]
+    P99_US_FIELD_NUMBER: _ClassVar[int]
+    P999_US_FIELD_NUMBER: _ClassVar[int]
+    MAX_US_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    p50_us: int
+    p90_us: int
+    p99_us: int
+    p999_us: int
+    max_us: int
+    def __init__(self, count: _Optional[int] = ..., p50_us: _Optional[int] = ..., p90_us: _Optional[int] = ..., p99_us: _Optional[int] = ..., p999_us: _Optional[int] = ..., max_us: _Optional[int] = ...) -> None: ...
+
+class PriorityStatistics(_message.Message):
+    __slots__ = ("priority", "admitted", "refused", "expired", "cancelled", "completed", "failed", "queue", "compute", "end_to_end")
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    ADMITTED_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    EXPIRED_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_FIELD_NUMBER: _ClassVar[int]
+    END_TO_END_FIELD_NUMBER: _ClassVar[int]
+    priority: int
+    admitted: int
+    refused: int
+    expired: int
+    cancelled: int
+    completed: int
+    failed: int
+    queue: LatencyPercentiles
+    compute: LatencyPercentiles
+    end_to_end: LatencyPercentiles
+    def __init__(self, priority: _Optional[int] = ..., admitted: _Optional[int] = ..., refused: _Optional[int] = ..., expired: _Optional[int] = ..., cancelled: _Optional[int] = ..., completed: _Optional[int] = ..., failed: _Optional[int] = ..., queue: _Optional[_Union[LatencyPercentiles, _Mapping]] = ..., compute: _Optional[_Union[LatencyPercentiles, _Mapping]] = ..., end_to_end: _Optional[_Union[LatencyPercentiles, _Mapping]] = ...) -> None: ...
+
+class BatchCost(_message.Message):
+    __slots__ = ("fixed_us", "per_row_us")
+    FIXED_US_FIELD_NUMBER: _ClassVar[int]
+    PER_ROW_US_FIELD_NUMBER: _ClassVar[int]
+    fixed_us: float
+    per_row_us: float
+    def __init__(self, fixed_us: _Optional[float] = ..., per_row_us: _Optional[float] = ...) -> None: ...
 
 class ModelStatisticsResponse(_message.Message):
     __slots__ = ("model_stats",)

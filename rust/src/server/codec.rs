@@ -13,7 +13,7 @@ use super::proto::{
 use crate::error::CoreError;
 use crate::model::ModelSpec;
 use crate::request::InferResponse;
-use crate::tensor::DataType;
+use crate::tensor::{element_count, DataType};
 use crate::validate::{RawInput, RequestOptions};
 
 /// Splits a protocol request into raw inputs and request options.
@@ -223,6 +223,16 @@ fn typed_to_raw(input: &InferInputTensor) -> Result<Bytes, CoreError> {
         return Err(CoreError::invalid(format!(
             "input `{}` is {datatype}, whose typed data goes in `{field}`, but that field is empty",
             input.name
+        )));
+    }
+    let given = match datatype {
+        DataType::Bytes => c.bytes_contents.len(),
+        _ => out.len() / datatype.element_size().unwrap_or(1),
+    };
+    if let Some(needed) = element_count(&input.shape).filter(|&n| n != given) {
+        return Err(CoreError::invalid(format!(
+            "input `{}` has {given} elements in `{field}`, but shape {:?} needs {needed}",
+            input.name, input.shape
         )));
     }
     Ok(out.freeze())

@@ -3,13 +3,15 @@
 use std::collections::HashMap;
 
 use super::proto::{
-    model_instance_group::Kind, model_metadata_response::TensorMetadata, DataType as ConfigType,
-    InferBatchStatistics, InferStatistics, ModelConfig, ModelDynamicBatching, ModelInput,
-    ModelInstanceGroup, ModelMetadataResponse, ModelOutput, ModelParameter, ModelQueuePolicy,
-    ModelStatistics, ModelTransactionPolicy, StatisticDuration,
+    model_instance_group::Kind, model_metadata_response::TensorMetadata, BatchCost,
+    DataType as ConfigType, InferBatchStatistics, InferStatistics, LatencyPercentiles, ModelConfig,
+    ModelDynamicBatching, ModelInput, ModelInstanceGroup, ModelMetadataResponse, ModelOutput,
+    ModelParameter, ModelQueuePolicy, ModelStatistics, ModelTransactionPolicy, PriorityStatistics,
+    StatisticDuration,
 };
+use crate::cost::Line;
 use crate::model::ModelSpec;
-use crate::stats::{Duration2, StatsSnapshot};
+use crate::stats::{Duration2, Percentiles, StatsSnapshot};
 use crate::tensor::{DataType, TensorSpec};
 
 /// ModelMetadata: shapes as clients send them, with -1 for the batch dimension.
@@ -134,8 +136,19 @@ fn duration(d: Duration2) -> Option<StatisticDuration> {
     })
 }
 
-/// ModelStatistics from a snapshot of the model's counters.
-pub(super) fn statistics(spec: &ModelSpec, s: &StatsSnapshot) -> ModelStatistics {
+fn latency(p: Percentiles) -> Option<LatencyPercentiles> {
+    Some(LatencyPercentiles {
+        count: p.count,
+        p50_us: p.p50_us,
+        p90_us: p.p90_us,
+        p99_us: p.p99_us,
+        p999_us: p.p999_us,
+        max_us: p.max_us,
+    })
+}
+
+/// ModelStatistics from a snapshot of the model's counters and its cost line.
+pub(super) fn statistics(spec: &ModelSpec, s: &StatsSnapshot, cost: Line) -> ModelStatistics {
     ModelStatistics {
         name: spec.name.clone(),
         version: spec.version.clone(),
@@ -171,5 +184,26 @@ pub(super) fn statistics(spec: &ModelSpec, s: &StatsSnapshot) -> ModelStatistics
                 }),
             })
             .collect(),
+        priority_stats: s
+            .lanes
+            .iter()
+            .zip(1u32..)
+            .map(|(lane, priority)| PriorityStatistics {
+                priority,
+                admitted: lane.admitted,
+                refused: lane.refused,
+                expired: lane.expired,
+                cancelled: lane.cancelled,
+                completed: lane.completed,
+                failed: lane.failed,
+                queue: latency(lane.queue),
+                compute: latency(lane.compute),
+                end_to_end: latency(lane.end_to_end),
+            })
+            .collect(),
+        batch_cost: Some(BatchCost {
+            fixed_us: cost.fixed_ns / 1e3,
+            per_row_us: cost.per_row_ns / 1e3,
+        }),
     }
 }

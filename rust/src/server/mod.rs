@@ -161,10 +161,15 @@ pub async fn start(options: ServerOptions) -> std::io::Result<RunningServer> {
             .set_service_status(name, ServingStatus::NotServing)
             .await;
     }
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
+    // Both reflection versions: grpcurl speaks v1, many clients still v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().map_err(std::io::Error::other)?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
         .map_err(std::io::Error::other)?;
     let limit = options.max_message_bytes;
     let state = Arc::new(ServerState {
@@ -185,7 +190,8 @@ pub async fn start(options: ServerOptions) -> std::io::Result<RunningServer> {
             status::remap_message_size::<tonic::body::Body>,
         ))
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(inference);
     let task = tokio::spawn(router.serve_with_incoming_shutdown(
         // Small answers must not wait for Nagle's algorithm and the peer's delayed ACK.

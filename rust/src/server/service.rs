@@ -257,7 +257,7 @@ impl GrpcInferenceService for InferenceService {
         };
         let model_stats = models
             .iter()
-            .map(|m| describe::statistics(&m.spec, &m.stats.snapshot()))
+            .map(|m| describe::statistics(&m.spec, &m.stats.snapshot(), m.cost().line()))
             .collect();
         Ok(Response::new(ModelStatisticsResponse { model_stats }))
     }

@@ -7,11 +7,13 @@ use crate::error::CoreError;
 /// The status a client sees for `error`.
 pub fn to_status(error: &CoreError) -> Status {
     let code = match error {
-        CoreError::ModelNotFound { .. } => Code::NotFound,
+        CoreError::ModelNotFound { .. } | CoreError::NotInRepository { .. } => Code::NotFound,
         CoreError::InvalidArgument(_) => Code::InvalidArgument,
         CoreError::ResourceExhausted(_) => Code::ResourceExhausted,
         // Retryable: a client or balancer can go to another replica.
-        CoreError::QueueFull { .. } | CoreError::Unavailable { .. } => Code::Unavailable,
+        CoreError::QueueFull { .. }
+        | CoreError::Overloaded { .. }
+        | CoreError::Unavailable { .. } => Code::Unavailable,
         CoreError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
         CoreError::Cancelled { .. } => Code::Cancelled,
         CoreError::Execution { .. } | CoreError::Internal(_) => Code::Internal,
