@@ -13,6 +13,9 @@ few copies of them configured for what some tests need:
 - `mlp_batched`: `mlp` with a 2 ms batching delay, so concurrent requests
   form batches.
 - `reloadable`: `add_sub`, for the tests that unload and load a model.
+- `mlp_adaptive`, `cnn_relaxed`, `transformer_relaxed`: the zoo models under
+  the adaptive policy with a 30 s objective, for concurrency tests that must
+  not depend on how loaded the test machine is.
 - `bare` and `bare_fixed`: a `model.onnx` and nothing else (the `mlp`, with a
   variable first dimension, and `no_batch`, with fixed dimensions).
 """
@@ -62,6 +65,11 @@ EXTRA_MODELS: dict[str, tuple[str, str | None]] = {
         'max_batch_size = 64\n\n[batching]\npolicy = "static"\nmax_queue_delay_us = 2000\n',
     ),
     "reloadable": ("add_sub", 'max_batch_size = 8\n\n[batching]\npolicy = "static"\n'),
+    # The adaptive policy with objectives a loaded test machine always meets,
+    # for tests about correctness under concurrency rather than latency.
+    "mlp_adaptive": ("mlp", "max_batch_size = 64\n\n[batching]\nslo_ms = 30000\n"),
+    "cnn_relaxed": ("cnn", "max_batch_size = 64\n\n[batching]\nslo_ms = 30000\n"),
+    "transformer_relaxed": ("transformer", "max_batch_size = 32\n\n[batching]\nslo_ms = 30000\n"),
     "bare": ("mlp", None),
     "bare_fixed": ("no_batch", None),
 }
