@@ -9,7 +9,8 @@ Series, each labelled with `model`:
 
 - `tidal_requests_total`: requests answered, successfully or not
 - `tidal_request_failures_total`: requests answered with an error (refusals included)
-- `tidal_request_refusals_total`: requests refused at admission (queue full, unloading)
+- `tidal_request_refusals_total`: requests refused at admission (queue full,
+  predicted to miss its deadline, unloading)
 - `tidal_request_duration_seconds_total`: time from arrival to answer, summed
 - `tidal_inferences_total`: samples run through the model (a batch of n counts n)
 - `tidal_executions_total`: model executions, i.e. batches
@@ -18,6 +19,12 @@ Series, each labelled with `model`:
   copy, inference, output copy), summed
 - `tidal_queue_depth`: requests waiting now
 - `tidal_batches_total`: batches run, labelled also with `batch_size`
+- `tidal_priority_requests_total`: requests by `priority` and `outcome`
+  (admitted, refused, expired, cancelled, completed, failed)
+- `tidal_priority_latency_seconds`: queue, compute and end-to-end latency
+  quantiles by `priority`, `stage` and `quantile`
+- `tidal_batch_cost_seconds`: the scheduler's fitted batch cost, by `term`
+  (fixed, per_row)
 """
 
 from __future__ import annotations
@@ -84,12 +91,33 @@ class StatisticsCollector:
         )
         refusals = CounterMetricFamily(
             "tidal_request_refusals",
-            "Requests refused at admission (queue full, model unloading).",
+            "Requests refused at admission (queue full, predicted to miss its deadline,"
+            " model unloading).",
             labels=label,
         )
         depth = GaugeMetricFamily("tidal_queue_depth", "Requests waiting now.", labels=label)
         batches = CounterMetricFamily(
             "tidal_batches", "Batches run, by batch size.", labels=["model", "batch_size"]
+        )
+        by_priority = ["model", "priority", "outcome"]
+        outcomes = CounterMetricFamily(
+            "tidal_priority_requests",
+            "Requests by priority level and what became of them: admitted, refused (at"
+            " once: queue full or predicted to miss its deadline), expired (dropped"
+            " before computing, deadline passed or unreachable), cancelled (client gone),"
+            " completed, failed (execution error).",
+            labels=by_priority,
+        )
+        latency = GaugeMetricFamily(
+            "tidal_priority_latency_seconds",
+            "Latency quantiles since the model loaded, by priority level and stage"
+            " (queue, compute, end_to_end), from HDR histograms.",
+            labels=["model", "priority", "stage", "quantile"],
+        )
+        cost = GaugeMetricFamily(
+            "tidal_batch_cost_seconds",
+            "The fitted batch cost t(b) = fixed + per_row * b that the scheduler uses.",
+            labels=["model", "term"],
         )
 
         for name in self.server.model_names():
@@ -120,6 +148,16 @@ class StatisticsCollector:
             if isinstance(sizes, dict):
                 for size, n in sorted(sizes.items()):
                     batches.add_metric([name, str(size)], n)
+            for level, lane in enumerate(_lanes(stats), start=1):
+                priority = str(level)
+                for outcome in _OUTCOMES:
+                    outcomes.add_metric([name, priority, outcome], lane.get(outcome, 0))
+                for stage in ("queue", "compute", "end_to_end"):
+                    for quantile, key in _QUANTILES:
+                        seconds = lane.get(f"{stage}_{key}", 0) * 1e-6
+                        latency.add_metric([name, priority, stage, quantile], seconds)
+            for term in ("fixed", "per_row"):
+                cost.add_metric([name, term], float(stats.get(f"cost_{term}_us", 0.0)) * 1e-6)
 
         yield from (
             requests,
@@ -132,7 +170,19 @@ class StatisticsCollector:
             compute_time,
             depth,
             batches,
+            outcomes,
+            latency,
+            cost,
         )
+
+
+_OUTCOMES = ("admitted", "refused", "expired", "cancelled", "completed", "failed")
+_QUANTILES = (("0.5", "p50_us"), ("0.9", "p90_us"), ("0.99", "p99_us"), ("0.999", "p999_us"))
+
+
+def _lanes(stats: Mapping[str, object]) -> list[Mapping[str, int]]:
+    lanes = stats.get("priorities", [])
+    return lanes if isinstance(lanes, list) else []
 
 
 class MetricsExporter:

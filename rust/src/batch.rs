@@ -176,6 +176,7 @@ mod tests {
             rows,
             priority: 1,
             deadline: None,
+            client_deadline: false,
             arrival: Instant::now(),
         }
     }

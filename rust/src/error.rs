@@ -29,8 +29,8 @@ pub enum CoreError {
     /// The model is shutting down or being replaced and takes no more requests.
     #[error("model `{model}` is not accepting requests: {reason}")]
     Unavailable { model: String, reason: String },
-    /// The request's deadline passed before it could be computed.
-    #[error("request to model `{model}` missed its deadline after waiting {waited:?} in the queue; it was not computed")]
+    /// The request's deadline passed, or could not be met, before it was computed.
+    #[error("request to model `{model}` cannot meet its deadline (waited {waited:?} in the queue); it was not computed")]
     DeadlineExceeded { model: String, waited: Duration },
     /// The client went away before its request was computed.
     #[error("request to model `{model}` was cancelled by the client")]

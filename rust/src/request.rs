@@ -28,6 +28,9 @@ pub struct InferRequest {
     pub priority: u32,
     /// The earliest of the client's deadline, its `timeout` and the model's objective.
     pub deadline: Option<Instant>,
+    /// Whether `deadline` is the client's own (gRPC deadline or `timeout`)
+    /// rather than the model's objective.
+    pub client_deadline: bool,
     /// When the request was admitted.
     pub arrival: Instant,
 }

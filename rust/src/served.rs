@@ -115,6 +115,7 @@ impl ServedModel {
     pub fn submit(&self, request: InferRequest) -> Result<Answer, CoreError> {
         let (reply, answer) = oneshot::channel();
         let priority = request.priority;
+        let client_deadline = request.client_deadline;
         match self.scheduler.submit(Pending { request, reply }) {
             Ok(()) => {
                 self.stats.admitted(priority);
@@ -125,6 +126,13 @@ impl ServedModel {
                 let model = self.spec.name.clone();
                 Err(match rejected {
                     Rejected::Full { capacity, .. } => CoreError::QueueFull { model, capacity },
+                    // The client's own deadline cannot be met: that is what
+                    // DEADLINE_EXCEEDED says. The model's objective cannot be
+                    // met: the model is overloaded, try elsewhere.
+                    Rejected::Late(_) if client_deadline => CoreError::DeadlineExceeded {
+                        model,
+                        waited: std::time::Duration::ZERO,
+                    },
                     Rejected::Late(_) => CoreError::Overloaded { model },
                     Rejected::Closed(_) => CoreError::Unavailable {
                         model,

@@ -106,9 +106,10 @@ pub fn build_request(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let deadline = deadline(spec, &options, now);
+    let (deadline, client_deadline) = deadline(spec, &options, now);
     Ok(InferRequest {
         id: options.id,
+        client_deadline,
         outputs: requested_outputs(spec, &options.outputs)?,
         rows: rows.map_or(1, |(r, _)| r),
         priority: priority_level(spec, options.priority)?,
@@ -230,19 +231,21 @@ fn priority_level(spec: &ModelSpec, priority: u64) -> Result<u32, CoreError> {
     }
 }
 
-fn deadline(spec: &ModelSpec, options: &RequestOptions, now: Instant) -> Option<Instant> {
+/// The effective deadline, and whether it is the client's own.
+fn deadline(spec: &ModelSpec, options: &RequestOptions, now: Instant) -> (Option<Instant>, bool) {
     // The model's objective bounds every request only where the policy
     // schedules by deadlines; the static policy keeps Triton's semantics,
     // where only the client's own limits apply.
     let objective = (spec.batching.policy == PolicyKind::Adaptive).then(|| now + spec.batching.slo);
-    [
-        objective,
-        options.timeout.map(|t| now + t),
-        options.client_deadline,
-    ]
-    .into_iter()
-    .flatten()
-    .min()
+    let client = [options.timeout.map(|t| now + t), options.client_deadline]
+        .into_iter()
+        .flatten()
+        .min();
+    match (objective, client) {
+        (Some(o), Some(c)) if o < c => (Some(o), false),
+        (_, Some(c)) => (Some(c), true),
+        (o, None) => (o, false),
+    }
 }
 
 #[cfg(test)]
@@ -344,6 +347,14 @@ mod tests {
         // The objective tightens deadlines only under the adaptive policy.
         s.batching.policy = PolicyKind::Adaptive;
         let r = build_request(&s, vec![x(&[1, 2], 8)], opts(0, Some(500)), now).unwrap();
-        assert_eq!(r.deadline, Some(now + s.batching.slo));
+        assert_eq!(
+            (r.deadline, r.client_deadline),
+            (Some(now + s.batching.slo), false)
+        );
+        let r = build_request(&s, vec![x(&[1, 2], 8)], opts(0, Some(5)), now).unwrap();
+        assert_eq!(
+            (r.deadline, r.client_deadline),
+            (Some(now + Duration::from_millis(5)), true)
+        );
     }
 }

@@ -332,12 +332,25 @@ mod tests {
             [1.0f32.to_le_bytes(), (-2.5f32).to_le_bytes()].concat()
         );
         let c = InferTensorContents {
-            bytes_contents: vec![Bytes::from_static(b"hi")],
+            bytes_contents: vec![Bytes::from_static(b"hi"), Bytes::new()],
             ..InferTensorContents::default()
         };
         assert_eq!(
             &typed_to_raw(&typed("BYTES", c)).unwrap()[..],
-            b"\x02\0\0\0hi"
+            b"\x02\0\0\0hi\0\0\0\0"
+        );
+    }
+
+    #[test]
+    fn typed_contents_count_elements() {
+        let c = InferTensorContents {
+            fp32_contents: vec![1.0, 2.0, 3.0],
+            ..InferTensorContents::default()
+        };
+        let e = typed_to_raw(&typed("FP32", c)).unwrap_err().to_string();
+        assert!(
+            e.contains("3 elements in `fp32_contents`") && e.contains("needs 2"),
+            "{e}"
         );
     }
 
