@@ -16,9 +16,9 @@ few copies of them configured for what some tests need:
 - `mlp_adaptive`, `cnn_relaxed`, `transformer_relaxed`: the zoo models under
   the adaptive policy with a 30 s objective, for concurrency tests that must
   not depend on how loaded the test machine is.
-- `slow_adaptive`: `cnn_large` one image per batch under a 60 s objective, a
-  queue that takes a while to drain; `tight`: `cnn_large` under a 30 ms
-  objective, easy to overload.
+- `slow_adaptive`: `transformer_large` one sequence per batch under a 60 s
+  objective, a queue that takes a while to drain; `tight`:
+  `transformer_large` under a 30 ms objective, easy to overload.
 - `bare` and `bare_fixed`: a `model.onnx` and nothing else (the `mlp`, with a
   variable first dimension, and `no_batch`, with fixed dimensions).
 """
@@ -73,11 +73,14 @@ EXTRA_MODELS: dict[str, tuple[str, str | None]] = {
     "mlp_adaptive": ("mlp", "max_batch_size = 64\n\n[batching]\nslo_ms = 30000\n"),
     "cnn_relaxed": ("cnn", "max_batch_size = 64\n\n[batching]\nslo_ms = 30000\n"),
     "transformer_relaxed": ("transformer", "max_batch_size = 32\n\n[batching]\nslo_ms = 30000\n"),
-    # cnn_large (about 1 ms an image) one image per batch: a queue that takes
-    # time to drain, for deadlines and priorities under the adaptive policy.
-    "slow_adaptive": ("cnn_large", "max_batch_size = 1\n\n[batching]\nslo_ms = 60000\n"),
-    # cnn_large under a 30 ms objective: easy to overload.
-    "tight": ("cnn_large", "max_batch_size = 8\n\n[batching]\nslo_ms = 30\n"),
+    # transformer_large (about 1.6 ms a sequence) one sequence per batch: a
+    # queue that takes time to drain, for deadlines and priorities.
+    "slow_adaptive": (
+        "transformer_large",
+        "max_batch_size = 1\n\n[batching]\nslo_ms = 60000\n",
+    ),
+    # transformer_large under a 30 ms objective: easy to overload.
+    "tight": ("transformer_large", "max_batch_size = 8\n\n[batching]\nslo_ms = 30\n"),
     "bare": ("mlp", None),
     "bare_fixed": ("no_batch", None),
 }

@@ -22,7 +22,7 @@ ZOO_SHAPES = {
     "mlp": (("x", "FP32", [512]), ("y", [128]), 64),
     "cnn": (("image", "FP32", [3, 32, 32]), ("logits", [10]), 64),
     "transformer": (("tokens", "INT64", [32]), ("embedding", [64]), 32),
-    "cnn_large": (("image", "FP32", [3, 64, 64]), ("logits", [100]), 32),
+    "transformer_large": (("tokens", "INT64", [128]), ("embedding", [128]), 32),
 }
 
 

@@ -18,7 +18,7 @@ from tidal.bench import make_workload
 from tidal.client import Client
 from tritonclient.utils import InferenceServerException
 
-IMAGE = (1, 3, 64, 64)
+TOKENS = (1, 128)
 
 
 def _stats(server: TidalServer, model: str) -> pb.ModelStatistics:
@@ -28,8 +28,8 @@ def _stats(server: TidalServer, model: str) -> pb.ModelStatistics:
     return stats
 
 
-def _image(seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(IMAGE, dtype=np.float32)
+def _tokens(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 1000, TOKENS, dtype=np.int64)
 
 
 def _flood(
@@ -52,7 +52,7 @@ def _flood(
     for i in range(count):
         client.async_infer(
             model,
-            [infer_input("image", _image(i))],
+            [infer_input("tokens", _tokens(i))],
             callback(f"p{priority}-{i}"),
             priority=priority,
         )
@@ -60,14 +60,16 @@ def _flood(
 
 
 def test_one_ms_deadline_behind_a_loaded_queue_is_never_computed(server: TidalServer) -> None:
-    """A request with a 1 ms gRPC deadline behind ~20 ms of queued work gets
+    """A request with a 1 ms gRPC deadline behind ~30 ms of queued work gets
     DEADLINE_EXCEEDED, and the model never sees it."""
     client = grpcclient.InferenceServerClient(server.grpc)
     try:
         before = _stats(server, "slow_adaptive")
         _, done, errors = _flood(client, "slow_adaptive", 20)
         with pytest.raises(InferenceServerException) as info:
-            client.infer("slow_adaptive", [infer_input("image", _image(99))], client_timeout=0.001)
+            client.infer(
+                "slow_adaptive", [infer_input("tokens", _tokens(99))], client_timeout=0.001
+            )
         assert info.value.status() == "StatusCode.DEADLINE_EXCEEDED"
         for _ in range(20):
             assert done.acquire(timeout=30)
@@ -150,7 +152,7 @@ def test_overload_is_refused_at_once_and_the_admitted_meet_the_objective(
         server.grpc,
         workload.requests,
         mode="open",
-        rate=6000.0,
+        rate=3000.0,
         warmup_s=0.2,
         duration_s=1.5,
         expected_outputs=workload.expected_outputs,
@@ -161,19 +163,20 @@ def test_overload_is_refused_at_once_and_the_admitted_meet_the_objective(
     assert refused > 0, result["errors"]
     assert "overloaded" in result["error_examples"]["Unavailable"]
     assert ok.size > 0
-    # The admitted requests mostly finish inside the objective (the median is far
-    # from the limit; the tail depends on this machine's other load).
-    assert float(np.median(ok)) < 30.0, np.percentile(ok, [50, 90, 99])
     stats = _stats(server, "tight")
     lane = stats.priority_stats[0]
     assert lane.refused >= refused
     assert lane.end_to_end.count == lane.completed > 0
+    # The admitted requests finish inside the objective, as the server measures
+    # them (the client's own figure here includes a load generator sharing the
+    # server's cores).
+    assert lane.end_to_end.p50_us < 30_000, lane.end_to_end
 
 
 def test_statistics_report_priorities_and_the_fitted_cost(server: TidalServer) -> None:
     client = grpcclient.InferenceServerClient(server.grpc)
     try:
-        client.infer("slow_adaptive", [infer_input("image", _image(1))], priority=2)
+        client.infer("slow_adaptive", [infer_input("tokens", _tokens(1))], priority=2)
     finally:
         client.close()
     stats = _stats(server, "slow_adaptive")
@@ -192,7 +195,7 @@ def test_metrics_show_priorities(server: TidalServer) -> None:
 
     client = grpcclient.InferenceServerClient(server.grpc)
     try:
-        client.infer("slow_adaptive", [infer_input("image", _image(2))], priority=1)
+        client.infer("slow_adaptive", [infer_input("tokens", _tokens(2))], priority=1)
     finally:
         client.close()
     text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()

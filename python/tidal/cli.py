@@ -95,8 +95,8 @@ def _add_zoo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "zoo",
         parents=[_common()],
         help="write the example models into a directory",
-        description="Write the example models (mlp, cnn, transformer, cnn_large) into DIR, one"
-        " folder each, ready for `tidal serve DIR`.",
+        description="Write the example models (mlp, cnn, transformer, transformer_large) into"
+        " DIR, one folder each, ready for `tidal serve DIR`.",
     )
     p.add_argument("directory", metavar="DIR", type=Path, help="model repository to write to")
     p.add_argument(

@@ -10,9 +10,10 @@ repository, one folder each with a `model.onnx` and a `tidal.toml`:
 - `transformer`: `tokens` INT64 [batch, 32] (vocabulary 1000) -> embedding
   and positions -> two post-norm encoder layers (4 heads, d_model 64, FFN
   256) -> mean over positions -> `embedding` FP32 [batch, 64].
-- `cnn_large`: `image` FP32 [batch, 3, 64, 64] -> three Conv/Relu/MaxPool
-  stages, a fourth Conv, global average pooling -> Gemm -> `logits` FP32
-  [batch, 100]; about 1 ms per image on one core, cost linear in the batch.
+- `transformer_large`: the same encoder over 128 tokens with d_model 128
+  (FFN 512): about 1.6 ms a sequence on one core, a cost that grows linearly
+  with the batch; the heavier example, whose capacity one load generator
+  can exceed many times over.
 
 `write_test_models` writes the small models the test suite relies on:
 `identity_all` (one Identity per KServe datatype), `add_sub` (two outputs),
@@ -40,12 +41,12 @@ __all__ = [
     "ZOO",
     "build_add_sub",
     "build_cnn",
-    "build_cnn_large",
     "build_fail_on_negative",
     "build_identity_all",
     "build_mlp",
     "build_no_batch",
     "build_transformer",
+    "build_transformer_large",
     "write_test_models",
     "write_zoo",
 ]
@@ -188,46 +189,6 @@ def build_cnn() -> onnx.ModelProto:
     )
 
 
-def build_cnn_large() -> onnx.ModelProto:
-    """A deeper image classifier: three Conv/Relu/MaxPool stages, a fourth
-    convolution, global average pooling and a linear head.
-
-    Its cost on a CPU grows with the batch almost linearly (convolutions
-    are compute-bound), about 1 ms per image on one core: the heavier
-    example, whose capacity can be exceeded many times over by one load
-    generator.
-
-    Returns:
-        The model: input `image` FP32 [batch, 3, 64, 64], output `logits`
-        FP32 [batch, 100].
-    """
-    g = _Graph(SEED + 3)
-    h = "image"
-    channels = [3, 32, 64, 128]
-    for i, (c_in, c_out) in enumerate(itertools.pairwise(channels)):
-        w = g.weight(f"conv{i}.weight", (c_out, c_in, 3, 3), c_in * 9)
-        b = g.bias(f"conv{i}.bias", c_out)
-        h = g.op("Conv", [h, w, b], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
-        h = g.op("Relu", [h])
-        h = g.op("MaxPool", [h], kernel_shape=[2, 2], strides=[2, 2])
-    c = channels[-1]
-    w = g.weight("conv3.weight", (c, c, 3, 3), c * 9)
-    b = g.bias("conv3.bias", c)
-    h = g.op("Conv", [h, w, b], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
-    h = g.op("Relu", [h])
-    h = g.op("GlobalAveragePool", [h])
-    h = g.op("Flatten", [h], axis=1)
-    w = g.weight("head.weight", (100, c), c)
-    b = g.bias("head.bias", 100)
-    g.op("Gemm", [h, w, b], "logits", transB=1)
-    return g.model(
-        "cnn_large",
-        [_tensor("image", TensorProto.FLOAT, [BATCH, 3, 64, 64])],
-        [_tensor("logits", TensorProto.FLOAT, [BATCH, 100])],
-        "Four-convolution CNN over 3x64x64 images, 100 classes.",
-    )
-
-
 def build_transformer(
     *,
     vocab: int = 1000,
@@ -301,6 +262,16 @@ def build_transformer(
         [_tensor("embedding", TensorProto.FLOAT, [BATCH, d_model])],
         f"{layers}-layer transformer encoder, {heads} heads, d_model {d_model}, mean-pooled.",
     )
+
+
+def build_transformer_large() -> onnx.ModelProto:
+    """`build_transformer` at four times the sequence and twice the width.
+
+    Returns:
+        The model: input `tokens` INT64 [batch, 128] (vocabulary 1000), output
+        `embedding` FP32 [batch, 128].
+    """
+    return build_transformer(seq_len=128, d_model=128, heads=4, d_ff=512, layers=2)
 
 
 def build_identity_all() -> onnx.ModelProto:
@@ -385,7 +356,10 @@ ZOO: dict[str, tuple[Builder, str]] = {
     "mlp": (build_mlp, "max_batch_size = 64\n\n[batching]\nslo_ms = 10\n"),
     "cnn": (build_cnn, "max_batch_size = 64\n\n[batching]\nslo_ms = 10\n"),
     "transformer": (build_transformer, "max_batch_size = 32\n\n[batching]\nslo_ms = 20\n"),
-    "cnn_large": (build_cnn_large, "max_batch_size = 32\n\n[batching]\nslo_ms = 100\n"),
+    "transformer_large": (
+        build_transformer_large,
+        "max_batch_size = 32\n\n[batching]\nslo_ms = 100\n",
+    ),
 }
 """The example models: name -> (builder, contents of its `tidal.toml`)."""
 

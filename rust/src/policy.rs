@@ -148,6 +148,10 @@ impl Policy for StaticPolicy {
 const TAIL_BUDGET: f64 = 0.8;
 /// Utilisation per instance above which waiting for a larger batch pays.
 const BUSY_UTILISATION: f64 = 0.8;
+/// Fraction of a request's time to its deadline that admission keeps in
+/// reserve: it is admitted only if predicted to finish that much early,
+/// leaving time for the network, encoding and prediction error.
+const ADMISSION_MARGIN: f64 = 0.1;
 
 /// Decides from the measured cost of batches, the arrival rate and the
 /// deadlines in the queue; see docs/scheduling.md.
@@ -268,7 +272,8 @@ impl Policy for AdaptivePolicy {
         let own = self
             .cost
             .predict((view.rows_ahead % cap + view.rows).min(cap));
-        view.earliest_free.max(view.now) + drain + own <= deadline
+        let margin = deadline.saturating_duration_since(view.now).mul_f64(ADMISSION_MARGIN);
+        view.earliest_free.max(view.now) + drain + own + margin <= deadline
     }
 
     fn predict(&self, rows: usize) -> Option<Duration> {
@@ -453,11 +458,13 @@ mod tests {
             instances: 1,
             earliest_free: now,
         };
-        // Nothing ahead: its own batch, 1.1 ms.
+        // Nothing ahead: its own batch, 1.1 ms, and 10% of the time to the deadline.
         assert!(p.admit(&admission(0, 2)));
-        // 350 rows ahead: five full batches of 64 (7.4 ms each), then 31 rows (4.1 ms).
-        assert!(p.admit(&admission(350, 42)));
-        assert!(!p.admit(&admission(350, 41)));
+        assert!(!p.admit(&admission(0, 1)));
+        // 350 rows ahead: five full batches of 64 (7.4 ms each), then 31 rows
+        // (4.1 ms): 41.1 ms, which needs a deadline of 45.7 ms with the margin.
+        assert!(p.admit(&admission(350, 46)));
+        assert!(!p.admit(&admission(350, 45)));
         // No deadline: admitted.
         let mut open = admission(10_000, 1);
         open.deadline = None;

@@ -270,8 +270,11 @@ impl<T: Job> Consumer<'_, T> {
     }
 
     /// Takes up to `max_rows` rows for a batch. First the urgent (deadline
-    /// before `urgent_before`, whatever their level) earliest deadline first;
-    /// then by priority level, earliest deadline first within a level. Stops
+    /// before `urgent_before`: they cannot wait for another batch), by
+    /// priority level and earliest deadline first within a level; then the
+    /// others the same way. So a lower level is served in the slack that the
+    /// higher levels' deadlines leave, and never displaces a higher-level
+    /// request that could not wait. Stops
     /// at the first item that does not fit or cannot share the batch. Stale
     /// items met on the way (deadline at or before `expire_before`, or
     /// cancelled) go to `dropped`.
@@ -289,17 +292,16 @@ impl<T: Job> Consumer<'_, T> {
             removed: 0,
         };
         if let Some(urgent_before) = urgent_before {
-            loop {
+            for lane in 0..self.lanes.lanes.len() {
                 self.drop_stale_heads(expire_before, dropped);
-                let most_urgent = (0..self.lanes.lanes.len())
-                    .filter_map(|i| {
-                        let deadline = self.lanes.lanes[i].peek()?.deadline?;
-                        (deadline < urgent_before).then_some((deadline, i))
-                    })
-                    .min();
-                let Some((_, lane)) = most_urgent else { break };
-                if !self.take_head(lane, &mut batch) {
-                    return self.finish(batch);
+                while self.lanes.lanes[lane]
+                    .peek()
+                    .and_then(|e| e.deadline)
+                    .is_some_and(|d| d < urgent_before)
+                {
+                    if !self.take_head(lane, &mut batch) {
+                        return self.finish(batch);
+                    }
                 }
             }
         }

@@ -188,6 +188,43 @@ proptest! {
 }
 
 #[test]
+fn urgent_requests_keep_priority_order_among_themselves() {
+    // Urgent requests of both levels: the online ones go first, then the batch ones.
+    let cost = Arc::new(CostModel::new(MAX_ROWS));
+    cost.observe(MAX_ROWS, Duration::from_millis(100));
+    let policy = AdaptivePolicy::new(MAX_ROWS, Duration::from_secs(60), Arc::clone(&cost));
+    let s = Scheduler::new(Queue::new(1000, 2), Box::new(policy), cost, MAX_ROWS, 1);
+    let now = Instant::now();
+    let soon = Some(now + Duration::from_millis(150));
+    for id in 0..14 {
+        s.submit(Item {
+            id,
+            rows: 1,
+            priority: 2,
+            deadline: soon,
+            arrival: now,
+        })
+        .unwrap();
+    }
+    for id in 20..24 {
+        s.submit(Item {
+            id,
+            rows: 1,
+            priority: 1,
+            deadline: soon,
+            arrival: now,
+        })
+        .unwrap();
+    }
+    let first = s
+        .next_batch(0, &mut |_, r| panic!("dropped: {r:?}"))
+        .unwrap();
+    let ids: Vec<usize> = first.iter().map(|i| i.id).collect();
+    assert_eq!(&ids[..4], &[20, 21, 22, 23]);
+    assert_eq!(ids.len(), MAX_ROWS);
+}
+
+#[test]
 fn urgent_low_priority_requests_are_not_starved() {
     // A flood of priority-1 requests with slack, and one priority-2 request
     // whose deadline cannot wait for another batch (each takes 100 ms): it

@@ -1,0 +1,378 @@
+"""End-to-end behaviour of the adaptive policy against the best static configurations.
+
+One `tidal serve` pinned to one core serves, for each model studied, an
+adaptive configuration (nothing but `slo_ms`) and a grid of static ones
+(`max_queue_delay_us` x `max_batch_size`); the load generator runs on the
+other core. For each model it measures:
+
+1. capacity: the adaptive configuration's throughput with many calls in flight;
+2. open-loop Poisson load at 10%..90% of capacity, every configuration;
+3. overload: 2x and 5x capacity offered (goodput, P99 of the admitted, and the
+   server's resident memory after a short and a three-times longer overload);
+4. mixed traffic: online (priority 1) at 50% of capacity plus a batch-priority
+   (2) flood at 3x capacity;
+5. for a model whose cost is linear in the batch: adaptive against dispatching
+   at once (static, no delay) at 30% and 60% of capacity.
+
+Usage:
+    python benchmarks/scenarios/adaptive.py --out bench-results/adaptive [--quick]
+
+Writes `results.json`, `p99_vs_load_<model>.png` and prints Markdown tables
+(also in `tables.md`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from tidal import _core
+from tidal._proto import grpc_service_pb2 as pb
+from tidal.bench import make_workload, run_step, summarize
+from tidal.bench.launch import ServerProcess
+from tidal.bench.workload import Workload
+from tidal.zoo import write_zoo
+
+LOADS = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+# model -> (objective ms, max_batch_size, static delays in us, static max batch sizes)
+MODELS = {
+    "mlp": (10.0, 64, (0, 1000, 4000), (16, 32, 64)),
+    "transformer_large": (100.0, 32, (0, 5000, 20000), (8, 16, 32)),
+}
+
+
+def write_repository(root: Path) -> dict[str, list[str]]:
+    """The zoo's models under every configuration studied; returns model -> config names."""
+    zoo = root / "zoo"
+    write_zoo(zoo)
+    configs: dict[str, list[str]] = {}
+    for model, (slo, max_batch, delays, sizes) in MODELS.items():
+        names = []
+
+        def add(name: str, toml: str, model: str = model, names: list[str] = names) -> None:
+            folder = root / "repo" / name
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copy(zoo / model / "model.onnx", folder / "model.onnx")
+            (folder / "tidal.toml").write_text(toml)
+            names.append(name)
+
+        add(f"{model}__adaptive", f"max_batch_size = {max_batch}\n[batching]\nslo_ms = {slo}\n")
+        for delay in delays:
+            for size in sizes:
+                add(
+                    f"{model}__static_d{delay}_b{size}",
+                    f'max_batch_size = {size}\n[batching]\npolicy = "static"\n'
+                    f"max_queue_delay_us = {delay}\n",
+                )
+        configs[model] = names
+    return configs
+
+
+def with_priority(workload: Workload, priority: int) -> Workload:
+    requests = []
+    for raw in workload.requests:
+        request = pb.ModelInferRequest.FromString(raw)
+        request.parameters["priority"].uint64_param = priority
+        requests.append(request.SerializeToString())
+    return Workload(workload.model, requests, workload.expected_outputs, workload.batch_size)
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def step(target: str, workload: Workload, label: str, **kw: Any) -> dict[str, Any]:
+    result = run_step(target, workload, label=label, **kw)
+    row = asdict(result)
+    answered = result.answered
+    row["answered_fraction"] = (
+        (result.throughput * result.window_s) / (result.achieved_rate * result.window_s)
+        if result.achieved_rate
+        else 0.0
+    )
+    row["answered_count"] = answered
+    print(
+        f"  {label:40s} offered {result.offered_rate or 0:8.0f}/s  thr {result.throughput:8.0f}/s"
+        f"  good {result.goodput:8.0f}/s  p50 {result.p50_ms:7.2f}  p99 {result.p99_ms:7.2f}"
+        f"  batch {result.mean_batch_size or 0:5.1f}  err {result.errors}",
+        flush=True,
+    )
+    return row
+
+
+def mixed(
+    target: str,
+    online: Workload,
+    batch: Workload,
+    online_rate: float,
+    flood_rate: float,
+    slo: float,
+    duration: float,
+    warmup: float,
+) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+
+    def drive(name: str, workload: Workload, rate: float, seed: int) -> None:
+        raw = _core.run_load(
+            target,
+            workload.requests,
+            mode="open",
+            rate=rate,
+            warmup_s=warmup,
+            duration_s=duration,
+            expected_outputs=workload.expected_outputs,
+            seed=seed,
+        )
+        results[name] = summarize(
+            raw, label=name, mode="open", offered_rate=rate, concurrency=None, slo_ms=slo
+        )
+
+    threads = [
+        threading.Thread(target=drive, args=("online", online, online_rate, 11)),
+        threading.Thread(target=drive, args=("batch", batch, flood_rate, 12)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {k: asdict(v) for k, v in results.items()}
+
+
+def plot(
+    model: str, rows: list[dict[str, Any]], best: dict[float, str], slo: float, path: Path
+) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    adaptive = [r for r in rows if r["label"].endswith("__adaptive")]
+    ax.plot(
+        [r["offered_rate"] for r in adaptive],
+        [r["p99_ms"] for r in adaptive],
+        "o-",
+        lw=2,
+        label="adaptive (slo only)",
+    )
+    for name in sorted(set(best.values())):
+        pts = [r for r in rows if r["label"] == name]
+        ax.plot(
+            [r["offered_rate"] for r in pts],
+            [r["p99_ms"] for r in pts],
+            "s--",
+            label=name.split("__")[1],
+        )
+    ax.axhline(slo, color="red", ls=":", label=f"objective {slo:g} ms")
+    ax.set(
+        xlabel="offered load (requests/s, Poisson)",
+        ylabel="P99 latency (ms)",
+        yscale="log",
+        title=f"{model}: P99 against offered load",
+    )
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, default=Path("bench-results/adaptive"))
+    parser.add_argument("--duration", type=float, default=4.0)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--server-cpu", type=int, default=1)
+    parser.add_argument("--client-cpu", type=int, default=0)
+    parser.add_argument("--models", default=",".join(MODELS))
+    args = parser.parse_args()
+    os.sched_setaffinity(0, {args.client_cpu})
+    args.out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="tidal-adaptive-"))
+    configs = write_repository(tmp)
+    report: dict[str, Any] = {"machine": os.uname().nodename, "cpus": os.cpu_count(), "models": {}}
+    kw = {"duration_s": args.duration, "warmup_s": args.warmup}
+    with ServerProcess(tmp / "repo", cpus=[args.server_cpu]) as server:
+        pid = server._process.pid if server._process else 0
+        for model in args.models.split(","):
+            slo, *_ = MODELS[model]
+            print(f"== {model} (objective {slo} ms)", flush=True)
+            workloads = {
+                name: make_workload(server.target, name, count=64) for name in configs[model]
+            }
+            adaptive = f"{model}__adaptive"
+            # Two batches in flight at the cap: the most it serves within its objective.
+            max_batch = MODELS[model][1]
+            cap = step(
+                server.target,
+                workloads[adaptive],
+                adaptive,
+                mode="closed",
+                concurrency=2 * max_batch,
+                **kw,
+            )
+            capacity = cap["throughput"]
+            entry: dict[str, Any] = {
+                "slo_ms": slo,
+                "capacity": capacity,
+                "capacity_step": cap,
+                "loads": [],
+            }
+            for fraction in LOADS:
+                rate = fraction * capacity
+                print(f"-- {model} at {fraction:.0%} of capacity ({rate:.0f}/s)", flush=True)
+                for name in configs[model]:
+                    row = step(
+                        server.target,
+                        workloads[name],
+                        name,
+                        mode="open",
+                        rate=rate,
+                        slo_ms=slo,
+                        **kw,
+                    )
+                    row["load_fraction"] = fraction
+                    entry["loads"].append(row)
+            print(f"-- {model} overload", flush=True)
+            entry["overload"] = []
+            for factor, seconds in ((2, args.duration), (5, args.duration), (5, 3 * args.duration)):
+                row = step(
+                    server.target,
+                    workloads[adaptive],
+                    adaptive,
+                    mode="open",
+                    rate=factor * capacity,
+                    slo_ms=slo,
+                    duration_s=seconds,
+                    warmup_s=args.warmup,
+                )
+                row["factor"] = factor
+                row["rss_mib_after"] = rss_mib(pid)
+                entry["overload"].append(row)
+            print(f"-- {model} mixed", flush=True)
+            entry["mixed"] = mixed(
+                server.target,
+                with_priority(workloads[adaptive], 1),
+                with_priority(workloads[adaptive], 2),
+                0.5 * capacity,
+                3 * capacity,
+                slo,
+                args.duration,
+                args.warmup,
+            )
+            print(
+                "  ",
+                {
+                    k: (round(v["throughput"]), round(v["p99_ms"], 2), v["errors"])
+                    for k, v in entry["mixed"].items()
+                },
+            )
+            report["models"][model] = entry
+            (args.out / "results.json").write_text(json.dumps(report, indent=1))
+    shutil.rmtree(tmp, ignore_errors=True)
+    tables = render(report)
+    (args.out / "tables.md").write_text(tables)
+    for model, entry in report["models"].items():
+        plot(
+            model,
+            entry["loads"],
+            best_static(entry),
+            entry["slo_ms"],
+            args.out / f"p99_vs_load_{model}.png",
+        )
+    print(tables)
+    return 0
+
+
+def best_static(entry: dict[str, Any]) -> dict[float, str]:
+    """Per load: the static configuration with the lowest P50 among those that
+    answered at least 99% of what was offered (the best a user could have tuned)."""
+    best = {}
+    for fraction in LOADS:
+        rows = [
+            r for r in entry["loads"] if r["load_fraction"] == fraction and "__static" in r["label"]
+        ]
+        good = [r for r in rows if r["answered_fraction"] >= 0.99] or rows
+        best[fraction] = min(good, key=lambda r: (r["p50_ms"], -r["throughput"]))["label"]
+    return best
+
+
+def render(report: dict[str, Any]) -> str:
+    out = []
+    for model, e in report["models"].items():
+        slo = e["slo_ms"]
+        out.append(f"### {model} (objective {slo:g} ms, capacity {e['capacity']:,.0f} req/s)\n")
+        out.append(
+            "| load | offered/s | adaptive thr/s | P50 ms | P99 ms | answered | best static | thr/s | P50 ms | P99 ms |"
+        )
+        out.append("|---|---|---|---|---|---|---|---|---|---|")
+        best = best_static(e)
+        for fraction in LOADS:
+            a = next(
+                r
+                for r in e["loads"]
+                if r["load_fraction"] == fraction and r["label"].endswith("__adaptive")
+            )
+            b = next(
+                r
+                for r in e["loads"]
+                if r["load_fraction"] == fraction and r["label"] == best[fraction]
+            )
+            out.append(
+                f"| {fraction:.0%} | {a['offered_rate']:,.0f} | {a['throughput']:,.0f} | {a['p50_ms']:.2f} | "
+                f"{a['p99_ms']:.2f} | {a['answered_fraction']:.1%} | {b['label'].split('__')[1]} | "
+                f"{b['throughput']:,.0f} | {b['p50_ms']:.2f} | {b['p99_ms']:.2f} |"
+            )
+        out.append("\nStatic sweep (P50 / P99 ms, answered %):\n")
+        names = sorted({r["label"] for r in e["loads"] if "__static" in r["label"]})
+        out.append("| config | " + " | ".join(f"{f:.0%}" for f in LOADS) + " |")
+        out.append("|---|" + "---|" * len(LOADS))
+        for name in names:
+            cells = []
+            for fraction in LOADS:
+                r = next(
+                    r for r in e["loads"] if r["load_fraction"] == fraction and r["label"] == name
+                )
+                cells.append(
+                    f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f} ({r['answered_fraction']:.0%})"
+                )
+            out.append(f"| {name.split('__')[1]} | " + " | ".join(cells) + " |")
+        peak = max(r["goodput"] for r in e["loads"] if r["label"].endswith("__adaptive"))
+        peak = max(peak, e["capacity_step"]["throughput"])
+        out.append(f"\nOverload (peak goodput {peak:,.0f}/s):\n")
+        out.append(
+            "| offered | seconds | goodput/s | of peak | P99 admitted ms | refused | RSS after MiB |"
+        )
+        out.append("|---|---|---|---|---|---|---|")
+        for r in e["overload"]:
+            refused = sum(v for k, v in r["errors"].items())
+            out.append(
+                f"| {r['factor']}x ({r['offered_rate']:,.0f}/s) | {r['window_s']:.0f} | {r['goodput']:,.0f} | "
+                f"{r['goodput'] / peak:.0%} | {r['p99_ms']:.2f} | {refused:,} | {r['rss_mib_after']:.0f} |"
+            )
+        m = e["mixed"]
+        total = m["online"]["throughput"] + m["batch"]["throughput"]
+        out.append(
+            f"\nMixed: online {m['online']['offered_rate']:,.0f}/s (priority 1) + batch flood "
+            f"{m['batch']['offered_rate']:,.0f}/s (priority 2): online P99 {m['online']['p99_ms']:.2f} ms, "
+            f"online answered {m['online']['throughput']:,.0f}/s, total throughput {total:,.0f}/s "
+            f"= {total / e['capacity']:.0%} of capacity.\n"
+        )
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
