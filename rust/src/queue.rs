@@ -274,7 +274,8 @@ impl<T: Job> Consumer<'_, T> {
     /// priority level and earliest deadline first within a level; then the
     /// others the same way. So a lower level is served in the slack that the
     /// higher levels' deadlines leave, and never displaces a higher-level
-    /// request that could not wait. Stops
+    /// request that could not wait. The first item is taken even if it alone
+    /// exceeds `max_rows` (the model's own limit was checked at submit). Stops
     /// at the first item that does not fit or cannot share the batch. Stale
     /// items met on the way (deadline at or before `expire_before`, or
     /// cancelled) go to `dropped`.
@@ -331,7 +332,9 @@ impl<T: Job> Consumer<'_, T> {
         let Some(entry) = heap.peek() else {
             return true;
         };
-        let fits = batch.rows + entry.item.rows() <= batch.max_rows;
+        // The first request always goes: a policy's smaller cap limits how
+        // many join it, never whether a request larger than the cap is served.
+        let fits = batch.items.is_empty() || batch.rows + entry.item.rows() <= batch.max_rows;
         let compatible = batch
             .items
             .first()
@@ -600,6 +603,28 @@ pub(crate) mod tests {
             vec![3]
         );
         assert_eq!(c.rows(), 0);
+    }
+
+    #[test]
+    fn a_request_larger_than_the_cap_is_taken_alone() {
+        let q = Queue::new(16, 1);
+        for id in [1, 2] {
+            q.push(TestJob {
+                rows: 3,
+                ..TestJob::new(id)
+            })
+            .unwrap();
+        }
+        let mut c = q.consumer();
+        c.drain_inbox();
+        assert_eq!(
+            ids(&c.take(2, Instant::now(), None, &mut no_drops)),
+            vec![1]
+        );
+        assert_eq!(
+            ids(&c.take(2, Instant::now(), None, &mut no_drops)),
+            vec![2]
+        );
     }
 
     #[test]
