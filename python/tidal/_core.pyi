@@ -286,6 +286,8 @@ class LoadRun:
         duration_s: the measured window.
         drain_s: how long to wait for answers after the last send.
         seed: seeds the arrivals, the class of each arrival and the repeats.
+        max_requests: stop sending after this many requests, warm-up
+            included; the window then ends with the last one.
 
     Raises:
         ValueError: a bad mode, api, arrivals or parameter.
@@ -310,6 +312,7 @@ class LoadRun:
         duration_s: float = 5.0,
         drain_s: float = 10.0,
         seed: int = 0,
+        max_requests: int | None = None,
     ) -> None: ...
     def progress(self) -> LoadProgress:
         """Live figures; cheap enough to call several times a second."""
@@ -345,6 +348,7 @@ def run_load(
     duration_s: float = 5.0,
     expected_outputs: int = 1,
     seed: int = 0,
+    max_requests: int | None = None,
 ) -> LoadResult:
     """Drive a KServe v2 gRPC server at `target` with one class of requests
     and wait for the result (GIL released); `LoadRun` does more.
@@ -359,6 +363,7 @@ def run_load(
         duration_s: the measured window.
         expected_outputs: outputs every answer must carry.
         seed: seeds the arrival process.
+        max_requests: stop after this many requests (see `LoadRun`).
 
     Raises:
         ValueError: bad mode, api or request bytes.

@@ -13,6 +13,7 @@ mod class;
 mod echo;
 mod report;
 mod run;
+mod timer;
 
 pub use arrivals::{Arrivals, Schedule};
 pub use class::{Class, ExpectedOutput};

@@ -7,13 +7,11 @@
 //! generator sustain tens of thousands of calls per second there.
 //!
 //! # Timing
-//! tokio's timer ticks in milliseconds, so sleeping until each arrival would
-//! send arrivals that fall within one tick together, a burst the schedule
-//! never asked for. The open-loop sender sleeps on the timer only until
-//! shortly before an arrival, then waits out the rest by yielding to the
-//! runtime (which polls the network in between), and sends within a few
-//! microseconds of the intended instant. In open loop the generator therefore
-//! keeps its core busy; the send lag it reports is its own timing error.
+//! tokio's timer ticks in milliseconds, so sleeping on it until each arrival
+//! would send the arrivals of one tick together, a burst the schedule never
+//! asked for. The open-loop sender waits with [`Timer`] instead (a timerfd
+//! on Linux), which wakes it within microseconds of the intended instant;
+//! the send lag it reports is its own timing error.
 //!
 //! # What is recorded
 //! Every latency runs from the request's *intended* send time, so a generator
@@ -23,7 +21,7 @@
 //! Little's law check.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,6 +36,7 @@ use tonic::transport::{Channel, Endpoint};
 use super::arrivals::{Arrivals, Schedule};
 use super::class::Class;
 use super::report::{code_name, LoadReport, Phase, Progress, Sample, MALFORMED};
+use super::timer::Timer;
 use crate::server::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
 use crate::server::proto::{ModelInferRequest, ModelInferResponse};
 
@@ -80,6 +79,9 @@ pub struct LoadConfig {
     pub drain: Duration,
     /// Seeds the arrivals, the choice of class and of repeated inputs.
     pub seed: u64,
+    /// Stop sending after this many requests (warm-up included); the window
+    /// then ends with the last one.
+    pub max_requests: Option<u64>,
 }
 
 impl LoadConfig {
@@ -200,6 +202,8 @@ struct Shared {
     state: Mutex<State>,
     /// Signalled when the last call in flight finishes.
     idle: Notify,
+    /// Requests that may still be sent (`u64::MAX`: no limit).
+    budget: AtomicU64,
 }
 
 /// Mutable results; one lock, never contended on the one runtime thread
@@ -359,6 +363,7 @@ async fn drive(
             stopped_at: None,
         }),
         idle: Notify::new(),
+        budget: AtomicU64::new(config.max_requests.unwrap_or(u64::MAX)),
     });
     let phases = tokio::spawn(track_phases(Arc::clone(&shared)));
     let mut rng = StdRng::seed_from_u64(config.seed);
@@ -420,17 +425,31 @@ async fn wait_idle(shared: &Shared) {
     }
 }
 
-/// Ends the sending when the window is over or a stop was asked for.
+/// Whether sending is over: the window has passed, a stop was asked for,
+/// or the request budget is spent (the last two end the window at `now`).
 fn sending_over(shared: &Shared, now: Instant) -> bool {
     if now >= shared.end {
         return true;
     }
-    if shared.stopping() {
+    if shared.stopping() || shared.budget.load(Ordering::Relaxed) == 0 {
         let mut state = shared.state.lock();
         state.stopped_at.get_or_insert(now);
         return true;
     }
     false
+}
+
+/// Claims the right to send one more request at `now`.
+fn claim(shared: &Shared, now: Instant) -> bool {
+    if sending_over(shared, now) {
+        return false;
+    }
+    // Only this runtime's thread sends, but the closed-loop clients
+    // interleave: the decrement must not go below zero.
+    shared
+        .budget
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 async fn call(
@@ -502,7 +521,7 @@ async fn closed_unary(shared: &Arc<Shared>, clients: &[Client], concurrency: usi
             let mut n = worker as u64;
             loop {
                 let intended = Instant::now();
-                if sending_over(&shared, intended) {
+                if !claim(&shared, intended) {
                     break;
                 }
                 shared.scheduled(intended);
@@ -554,28 +573,9 @@ impl ClassPicker {
     }
 }
 
-/// How long before an arrival the sender stops sleeping on tokio's
-/// millisecond timer and starts yielding instead: more than one tick.
-const SPIN_MARGIN: Duration = Duration::from_micros(1500);
-
 /// Sends this many due requests in a row, at most, before letting the
 /// runtime poll the network and run the calls.
 const MAX_BURST: u32 = 32;
-
-/// Waits until `at` with microsecond precision; see the module docs.
-async fn wait_until(at: Instant) {
-    loop {
-        let now = Instant::now();
-        if now >= at {
-            return;
-        }
-        if at - now > 2 * SPIN_MARGIN {
-            tokio::time::sleep_until(tokio::time::Instant::from_std(at - SPIN_MARGIN)).await;
-        } else {
-            tokio::task::yield_now().await;
-        }
-    }
-}
 
 /// The open-loop sender: one arrival after the other, each sent at its
 /// intended instant by a task of its own.
@@ -587,11 +587,12 @@ async fn open_unary(
 ) {
     let picker = ClassPicker::new(&shared.classes);
     let mut counters = vec![0u64; shared.classes.len()];
+    let timer = Timer::new();
     let mut burst = 0u32;
     for (i, offset) in schedule.enumerate() {
         let intended = shared.start + offset;
         if Instant::now() < intended {
-            wait_until(intended).await;
+            timer.sleep_until(intended).await;
             burst = 0;
         } else {
             burst += 1;
@@ -600,7 +601,7 @@ async fn open_unary(
                 tokio::task::yield_now().await;
             }
         }
-        if intended >= shared.end || sending_over(shared, Instant::now()) {
+        if intended >= shared.end || !claim(shared, Instant::now()) {
             break;
         }
         shared.scheduled(intended);
@@ -760,7 +761,7 @@ async fn streamed(
                 shared.answered(flight.intended, flight.sent_at, flight.class, outcome);
                 if let Some(slot) = flight.slot {
                     let now = Instant::now();
-                    if !sending_over(&shared, now) {
+                    if claim(&shared, now) {
                         shared.scheduled(now);
                         sender.send(slot, slots[slot], now, Some(slot));
                     }
@@ -775,6 +776,9 @@ async fn streamed(
         Load::Closed { .. } => {
             let now = Instant::now();
             for (slot, &class) in slots.iter().enumerate() {
+                if !claim(shared, now) {
+                    break;
+                }
                 shared.scheduled(now);
                 sender.send(slot, class, now, Some(slot));
             }
@@ -786,11 +790,12 @@ async fn streamed(
         Load::Open { arrivals } => {
             let schedule = Schedule::new(arrivals, rng.random());
             let picker = ClassPicker::new(&shared.classes);
+            let timer = Timer::new();
             let mut burst = 0u32;
             for (i, offset) in schedule.enumerate() {
                 let intended = shared.start + offset;
                 if Instant::now() < intended {
-                    wait_until(intended).await;
+                    timer.sleep_until(intended).await;
                     burst = 0;
                 } else {
                     burst += 1;
@@ -799,7 +804,7 @@ async fn streamed(
                         tokio::task::yield_now().await;
                     }
                 }
-                if intended >= shared.end || sending_over(shared, Instant::now()) {
+                if intended >= shared.end || !claim(shared, Instant::now()) {
                     break;
                 }
                 shared.scheduled(intended);

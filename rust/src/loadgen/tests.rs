@@ -58,6 +58,7 @@ fn config(server: &EchoServer, load: Load, api: Api) -> LoadConfig {
         duration: Duration::from_secs(1),
         drain: Duration::from_secs(5),
         seed: 1,
+        max_requests: None,
     }
 }
 
@@ -297,4 +298,28 @@ fn the_echo_server_describes_its_model() {
             .unwrap_err();
         assert_eq!(missing.code(), tonic::Code::NotFound);
     });
+}
+
+#[test]
+fn a_request_budget_ends_the_run() {
+    let server = echo(0);
+    for (load, api) in [
+        (Load::Closed { concurrency: 3 }, Api::Unary),
+        (Load::Closed { concurrency: 3 }, Api::Stream),
+        (
+            Load::Open {
+                arrivals: Arrivals::Poisson { rate: 5000.0 },
+            },
+            Api::Unary,
+        ),
+    ] {
+        let mut cfg = config(&server, load, api);
+        cfg.warmup = Duration::ZERO;
+        cfg.duration = Duration::from_secs(60);
+        cfg.max_requests = Some(500);
+        let report = run(cfg).unwrap();
+        assert_eq!(report.samples.len(), 500, "{api:?}");
+        assert!(report.stopped);
+        assert!(report.window < Duration::from_secs(10));
+    }
 }

@@ -159,7 +159,7 @@ impl LoadRun {
     #[pyo3(signature = (target, classes, *, mode = "closed", concurrency = 1, arrivals = "poisson",
                         rate = 0.0, on_s = 0.0, off_s = 0.0, off_rate = 0.0, trace_s = None,
                         api = "unary", connections = 4, warmup_s = 1.0, duration_s = 5.0,
-                        drain_s = 10.0, seed = 0))]
+                        drain_s = 10.0, seed = 0, max_requests = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         target: String,
@@ -178,6 +178,7 @@ impl LoadRun {
         duration_s: f64,
         drain_s: f64,
         seed: u64,
+        max_requests: Option<u64>,
     ) -> PyResult<Self> {
         let load = match mode {
             "closed" => Load::Closed { concurrency },
@@ -207,6 +208,7 @@ impl LoadRun {
             duration: seconds("duration_s", duration_s)?,
             drain: seconds("drain_s", drain_s)?,
             seed,
+            max_requests,
         };
         let run = loadgen::LoadRun::start(config).map_err(PyValueError::new_err)?;
         Ok(Self { run })
@@ -301,7 +303,8 @@ fn report_to_dict(py: Python<'_>, report: LoadReport) -> PyResult<Bound<'_, PyDi
 /// Drives a KServe v2 server with one kind of request; see `run_load` in `_core.pyi`.
 #[pyfunction]
 #[pyo3(signature = (target, requests, *, mode = "closed", concurrency = 1, rate = 0.0, api = "unary",
-                    connections = 4, warmup_s = 1.0, duration_s = 5.0, expected_outputs = 1, seed = 0))]
+                    connections = 4, warmup_s = 1.0, duration_s = 5.0, expected_outputs = 1, seed = 0,
+                    max_requests = None))]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn run_load<'py>(
     py: Python<'py>,
@@ -316,6 +319,7 @@ pub(super) fn run_load<'py>(
     duration_s: f64,
     expected_outputs: usize,
     seed: u64,
+    max_requests: Option<u64>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let class = LoadClass::new(
         "default".into(),
@@ -344,6 +348,7 @@ pub(super) fn run_load<'py>(
         duration_s,
         10.0,
         seed,
+        max_requests,
     )?;
     run.result(py)
 }
