@@ -326,7 +326,7 @@ def _fail(message: str) -> SystemExit:
 
 def run(args: argparse.Namespace) -> int:
     """Run `tidal bench`; returns the exit status."""
-    console = Console(width=max(Console().width, 140))
+    console = Console(width=max(Console().width, 160))
     if args.cpus:
         os.sched_setaffinity(0, args.cpus)
     if args.self_test:

@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # after the backend is chosen
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from .stats import StepResult
+from .sweep import step_passes
 
 __all__ = ["plot_steps"]
 
@@ -37,8 +38,10 @@ def plot_steps(
     Left: P50 and P99 latency against achieved throughput (rows per second),
     one curve per label (configuration or server), the SLO as a line, the
     knee marked with a star (the sweep's knee rate when `knees` gives one,
-    else the highest throughput with P99 within the SLO), and the in-process
-    ceiling as a vertical line. Right: goodput against offered load.
+    else the highest throughput of a step that passes, see
+    `tidal.bench.sweep.step_passes`), and the in-process ceiling as a
+    vertical line with its per-batch-size curve. Right: goodput against
+    offered load.
 
     Returns:
         `path`.
@@ -47,8 +50,7 @@ def plot_steps(
     slo = next((s.slo_ms for s in steps if s.slo_ms), None)
     ordered = sorted(steps, key=lambda s: s.label)
     for label, group in groupby(ordered, key=lambda s: s.label):
-        points = sorted(group, key=_rows_per_s)
-        points = [s for s in points if not math.isnan(s.p99_ms)]
+        points = [s for s in sorted(group, key=_load_order) if not math.isnan(s.p99_ms)]
         if not points:
             continue
         x = [_rows_per_s(s) for s in points]
@@ -57,15 +59,25 @@ def plot_steps(
         (line,) = left.plot(x, [s.p99_ms for s in points], "o-", label=f"{name} P99")
         color = line.get_color()
         left.plot(x, [s.p50_ms for s in points], "s--", color=color, label=f"{name} P50")
+        if raw:
+            # In-process points are batch sizes, not load levels: name them.
+            for s, at in zip(points, x, strict=True):
+                left.annotate(
+                    f"b{s.rows_per_request}",
+                    (at, s.p50_ms),
+                    textcoords="offset points",
+                    xytext=(0, -12),
+                    ha="center",
+                    fontsize="x-small",
+                    color=color,
+                )
+            continue
         knee = _knee(points, slo, (knees or {}).get(label))
         if knee is not None:
             left.plot(_rows_per_s(knee), knee.p99_ms, "*", ms=18, color=color, mec="black")
-        if raw:
-            continue
-        served = sorted(points, key=lambda s: s.offered_rate or s.achieved_rate)
         right.plot(
-            [s.offered_rate or s.achieved_rate for s in served],
-            [s.goodput for s in served],
+            [s.offered_rate or s.achieved_rate for s in points],
+            [s.goodput for s in points],
             "o-",
             color=color,
             label=label,
@@ -96,6 +108,15 @@ def plot_steps(
     return path
 
 
+def _load_order(s: StepResult) -> float:
+    """Steps in the order of their load: batch size, offered rate or clients."""
+    if s.mode == "raw":
+        return s.rows_per_request
+    if s.offered_rate is not None:
+        return s.offered_rate
+    return s.concurrency or 0
+
+
 def _knee(points: Sequence[StepResult], slo: float | None, rate: float | None) -> StepResult | None:
     """The step to mark as the knee of one curve."""
     if rate is not None:
@@ -106,5 +127,5 @@ def _knee(points: Sequence[StepResult], slo: float | None, rate: float | None) -
             return at[0]
     if not slo:
         return None
-    inside = [s for s in points if s.p99_ms <= slo and not s.errors]
+    inside = [s for s in points if step_passes(s, slo)]
     return max(inside, key=_rows_per_s) if inside else None

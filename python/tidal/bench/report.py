@@ -27,7 +27,7 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 
 def _console(console: Console | None) -> Console:
     # Piped output would otherwise wrap the tables at 80 columns.
-    return console or Console(width=max(Console().width, 140))
+    return console or Console(width=max(Console().width, 160))
 
 
 def _load(s: StepResult) -> str:
@@ -48,18 +48,22 @@ def _errors(s: StepResult) -> str:
 def _little(s: StepResult) -> str:
     if s.little_ratio is None:
         return "-"
-    return f"{s.measured_in_flight:,.1f} / {s.little_in_flight:,.1f}"
+    return f"{s.measured_in_flight:,.1f}/{s.little_in_flight:,.1f}"
 
 
 def print_table(steps: Sequence[StepResult], title: str, console: Console | None = None) -> None:
-    """One row per step: load, rates, latency percentiles, batch size, the
-    Little's law check (in flight measured / throughput x latency), errors."""
+    """One row per step: load, rates, latency percentiles, the server's mean
+    batch size, the Little's law check (L, the mean number of requests in
+    flight as the generator counted it, against λW, answers per second times
+    their mean time in flight: equal in a steady state), the fraction of the
+    in-process ceiling when known, and errors by gRPC code. What the
+    generator sent is in `print_generator`."""
     ceiling = any(s.ceiling_fraction is not None for s in steps)
     table = Table(title=title)
-    names = ["step", "load", "sent/s", "answers/s", "goodput/s"]
-    names += ["P50 ms", "P90 ms", "P99 ms", "P99.9 ms", "max ms", "batch", "in flight / λW"]
+    names = ["step", "load", "answers/s", "goodput/s"]
+    names += ["P50 ms", "P90 ms", "P99 ms", "P99.9 ms", "max ms", "batch", "L / λW"]
     if ceiling:
-        names.append("of ceiling")
+        names.append("ceiling")
     for name in names:
         table.add_column(name, justify="left" if name == "step" else "right")
     table.add_column("errors", justify="left")
@@ -67,7 +71,6 @@ def print_table(steps: Sequence[StepResult], title: str, console: Console | None
         row = [
             s.label,
             _load(s),
-            _fmt(s.achieved_rate, 0),
             _fmt(s.throughput, 0),
             _fmt(s.goodput, 0),
             _fmt(s.p50_ms),
