@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import numpy.typing as npt
 
@@ -142,7 +143,8 @@ class Workload:
         outputs: (name, datatype, shape) every answer must carry; -1 accepts any size.
         repeat_fraction: see `tidal._core.LoadClass`.
         int_range: inclusive range of random and fresh integer inputs.
-        max_batch_size: the server's ModelConfig value (0: the model does not batch).
+        max_batch_size: the server's ModelConfig value (0: the model does not
+            batch); None when the server has no ModelConfig.
     """
 
     model: str
@@ -154,7 +156,7 @@ class Workload:
     outputs: tuple[TensorInfo, ...] = ()
     repeat_fraction: float | None = None
     int_range: tuple[int, int] = (0, 99)
-    max_batch_size: int = 0
+    max_batch_size: int | None = 0
     inputs: tuple[TensorInfo, ...] = field(default=(), repr=False)
 
     def load_classes(self) -> list[_core.LoadClass]:
@@ -319,8 +321,20 @@ def make_workload(
     rng = np.random.default_rng(seed)
     with Client(target) as client:
         metadata = client.model_metadata(model)
-        config = client.stub.ModelConfig(pb.ModelConfigRequest(name=model)).config
-    batches = config.max_batch_size > 0
+        try:
+            max_batch_size = int(
+                client.stub.ModelConfig(pb.ModelConfigRequest(name=model)).config.max_batch_size
+            )
+        except grpc.RpcError:
+            # ModelConfig is a Triton extension that plain KServe v2 servers
+            # lack: a leading variable dimension on every input is taken
+            # for the batch then (its limit unknown).
+            max_batch_size = -1
+    batches = max_batch_size > 0 or (
+        max_batch_size < 0
+        and bool(metadata.inputs)
+        and all(len(t.shape) > 0 and t.shape[0] == -1 for t in metadata.inputs)
+    )
     rows = batch_size if batches else 1
 
     def shaped(tensor: Any) -> tuple[int, ...]:
@@ -363,6 +377,6 @@ def make_workload(
         outputs=outputs,
         repeat_fraction=repeat_fraction,
         int_range=int_range,
-        max_batch_size=int(config.max_batch_size),
+        max_batch_size=None if max_batch_size < 0 else max_batch_size,
         inputs=inputs,
     )
