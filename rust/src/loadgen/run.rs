@@ -21,7 +21,7 @@
 //! Little's law check.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -204,6 +204,10 @@ struct Shared {
     idle: Notify,
     /// Requests that may still be sent (`u64::MAX`: no limit).
     budget: AtomicU64,
+    /// Open loop: calls spawned that have not finished. A call counts as in
+    /// flight only once its task runs, so the drain must also wait for
+    /// these, or the last arrivals would be dropped unsent.
+    spawned: AtomicUsize,
 }
 
 /// Mutable results; one lock, never contended on the one runtime thread
@@ -245,6 +249,18 @@ impl Shared {
 
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Nothing in flight, and no call spawned that has yet to start.
+    fn is_idle(&self) -> bool {
+        self.spawned.load(Ordering::Relaxed) == 0 && self.state.lock().in_flight == 0
+    }
+
+    /// Wakes the drain when the last call is over.
+    fn notify_if_idle(&self) {
+        if self.is_idle() {
+            self.idle.notify_waiters();
+        }
     }
 
     fn scheduled(&self, intended: Instant) {
@@ -364,6 +380,7 @@ async fn drive(
         }),
         idle: Notify::new(),
         budget: AtomicU64::new(config.max_requests.unwrap_or(u64::MAX)),
+        spawned: AtomicUsize::new(0),
     });
     let phases = tokio::spawn(track_phases(Arc::clone(&shared)));
     let mut rng = StdRng::seed_from_u64(config.seed);
@@ -418,7 +435,7 @@ async fn track_phases(shared: Arc<Shared>) {
 async fn wait_idle(shared: &Shared) {
     loop {
         let notified = shared.idle.notified();
-        if shared.state.lock().in_flight == 0 {
+        if shared.is_idle() {
             return;
         }
         notified.await;
@@ -469,9 +486,8 @@ async fn call(
         },
     };
     shared.answered(intended, sent_at, class, outcome);
-    if shared.state.lock().in_flight == 0 {
-        shared.idle.notify_waiters();
-    }
+    shared.spawned.fetch_sub(1, Ordering::Relaxed);
+    shared.notify_if_idle();
 }
 
 /// Which class each of `n` closed-loop clients sends: in proportion to the
@@ -610,6 +626,7 @@ async fn open_unary(
         let request = shared.classes[usize::from(class)].request(*n, rng);
         *n += 1;
         let client = clients[i % clients.len()].clone();
+        shared.spawned.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(call(Arc::clone(shared), client, request, intended, class));
     }
 }
@@ -766,9 +783,7 @@ async fn streamed(
                         sender.send(slot, slots[slot], now, Some(slot));
                     }
                 }
-                if shared.state.lock().in_flight == 0 {
-                    shared.idle.notify_waiters();
-                }
+                shared.notify_if_idle();
             }
         });
     }

@@ -323,3 +323,26 @@ fn a_request_budget_ends_the_run() {
         assert!(report.window < Duration::from_secs(10));
     }
 }
+
+#[test]
+fn the_last_arrivals_of_a_trace_are_sent_and_answered() {
+    let server = echo(0);
+    // The trace ends, and the sender with it, while calls it spawned have
+    // yet to start: the drain must wait for them too.
+    for count in [1u64, 2000] {
+        let offsets = (0..count).map(|i| Duration::from_micros(i * 100)).collect();
+        let mut cfg = config(
+            &server,
+            Load::Open {
+                arrivals: Arrivals::Trace { offsets },
+            },
+            Api::Unary,
+        );
+        cfg.warmup = Duration::ZERO;
+        let report = run(cfg).unwrap();
+        assert_eq!(report.intended, count);
+        assert_eq!(report.sent.iter().sum::<u64>(), count);
+        assert_eq!(report.samples.len() as u64, count);
+        assert_eq!(report.unanswered, 0);
+    }
+}
