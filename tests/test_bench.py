@@ -4,9 +4,11 @@ echo server that answers at once. Every step lasts a second or two."""
 
 from __future__ import annotations
 
+import _thread
 import dataclasses
 import json
 import math
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -519,3 +521,26 @@ def test_step_verdicts() -> None:
     assert step_passes(step(9.0, {"UNAVAILABLE": 10}), 10.0)
     assert not step_passes(step(9.0, {"UNAVAILABLE": 11}), 10.0)
     assert not step_passes(step(9.0, {"UNANSWERED": 1}), 10.0)
+
+
+def test_ctrl_c_stops_a_run_and_keeps_what_it_measured(echo: EchoProcess) -> None:
+    workload = make_workload(echo.target, "echo")
+    run = _core.LoadRun(
+        echo.target,
+        workload.load_classes(),
+        mode="closed",
+        concurrency=2,
+        warmup_s=0.0,
+        duration_s=60.0,
+    )
+    # What Ctrl-C does: KeyboardInterrupt in the main thread, here while it
+    # waits on the run with the GIL released.
+    timer = threading.Timer(0.5, _thread.interrupt_main)
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        run.wait()
+    run.stop()
+    result = run.result()
+    assert result["stopped"]
+    assert 0.3 < result["window_s"] < 5.0
+    assert len(result["latency_ms"]) == result["sent"] > 0

@@ -324,7 +324,12 @@ class LoadRun:
         """Whether the run has ended."""
         ...
     def wait(self, timeout_s: float | None = None) -> bool:
-        """Block (GIL released) until the run ends; False if `timeout_s` passed first."""
+        """Block (GIL released) until the run ends; False if `timeout_s` passed first.
+
+        Raises:
+            KeyboardInterrupt: a signal handler raised it while waiting (the
+                run goes on; `stop` it).
+        """
         ...
     def result(self) -> LoadResult:
         """Wait for the end (GIL released) and return what was measured.
@@ -332,6 +337,7 @@ class LoadRun:
         Raises:
             RuntimeError: the target could not be reached, or the result was
                 already taken.
+            KeyboardInterrupt: as in `wait`.
         """
         ...
 

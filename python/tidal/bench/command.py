@@ -114,6 +114,12 @@ def _traffic_class(text: str) -> TrafficClass:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Declare the options of `tidal bench`."""
+    p.description = (
+        "Drive TARGET, any KServe v2 gRPC server, from a Rust load generator: closed loop,"
+        " open loop (Poisson, evenly spaced, bursts or a trace), or a sweep that finds the"
+        " knee; or run a model in-process (--raw) for the ceiling. Prints tables; with"
+        " --out, writes results.json and latency_throughput.png."
+    )
     p.add_argument(
         "target",
         metavar="TARGET",
@@ -146,9 +152,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="calls in flight, one step each (closed; default 1); sweep: the probe"
         " that estimates capacity (default 32)",
     )
-    load.add_argument("--duration", type=float, default=10.0, metavar="S", help="seconds per step")
     load.add_argument(
-        "--warmup", type=float, default=2.0, metavar="S", help="unrecorded seconds before each step"
+        "--duration", type=float, default=10.0, metavar="S", help="seconds per step (%(default)s)"
+    )
+    load.add_argument(
+        "--warmup",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="unrecorded seconds before each step (%(default)s)",
     )
     load.add_argument(
         "--drain",
@@ -435,6 +447,7 @@ def _run_server(args: argparse.Namespace, console: Console) -> int:
     steps: list[StepResult] = []
     pairs: list[tuple[StepResult, StepResult]] = []
     knees: dict[str, float | None] = {}
+    interrupted = False
     try:
         if mode == "sweep":
             knees = _sweep(args, sides, measure, steps)
@@ -448,6 +461,7 @@ def _run_server(args: argparse.Namespace, console: Console) -> int:
                 if len(sides) == 2:
                     pairs.append((done[sides[0].label], done[sides[1].label]))
     except KeyboardInterrupt:
+        interrupted = True
         console.print("[yellow]interrupted: reporting the steps measured so far[/yellow]")
     if not steps:
         return 130
@@ -463,6 +477,8 @@ def _run_server(args: argparse.Namespace, console: Console) -> int:
             console.print(f"knee of {label}: {found} (P99 <= {args.slo_ms:g} ms)")
     if args.out:
         _write(args, mode, sides, steps, knees, raw_steps, console)
+    if interrupted:
+        return 130  # what a shell reports for a command ended by Ctrl-C
     failed = any(s.errors for s in steps)
     return 1 if args.check and failed else 0
 

@@ -236,20 +236,34 @@ impl LoadRun {
     }
 
     #[pyo3(signature = (timeout_s = None))]
-    fn wait(&self, py: Python<'_>, timeout_s: Option<f64>) -> bool {
+    fn wait(&self, py: Python<'_>, timeout_s: Option<f64>) -> PyResult<bool> {
         let until = timeout_s.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
-        py.detach(|| loop {
-            if self.run.is_finished() {
-                return true;
+        loop {
+            // Back with the GIL every 50 ms: Ctrl-C raises KeyboardInterrupt
+            // here instead of after the end of the run.
+            let slice = Instant::now() + Duration::from_millis(50);
+            let finished = py.detach(|| loop {
+                if self.run.is_finished() {
+                    return true;
+                }
+                let now = Instant::now();
+                if now >= slice || until.is_some_and(|u| now >= u) {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            });
+            if finished {
+                return Ok(true);
             }
             if until.is_some_and(|u| Instant::now() >= u) {
-                return false;
+                return Ok(false);
             }
-            std::thread::sleep(Duration::from_millis(5));
-        })
+            py.check_signals()?;
+        }
     }
 
     fn result<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.wait(py, None)?;
         let report = py
             .detach(|| self.run.join())
             .map_err(PyRuntimeError::new_err)?;
