@@ -43,9 +43,9 @@ lint: build ## ruff, cargo fmt --check and cargo clippy
 	cargo clippy --all-targets --features python -- -D warnings
 
 .PHONY: bench
-bench: build ## micro-benchmarks (core, codec) and the end-to-end benchmark of the mlp model
-	cargo bench
-	$(VENV)/bin/pytest benchmarks --benchmark-only
+bench: build ## micro-benchmarks (codec, one request through the core) and the load generator's self-test
+	$(VENV)/bin/pytest benchmarks --benchmark-only --benchmark-columns=min,median,max,rounds
+	$(VENV)/bin/tidal bench --self-test --duration 5
 
 .PHONY: protos
 protos: build ## regenerate the Python stubs in python/tidal/_proto from proto/

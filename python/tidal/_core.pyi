@@ -163,25 +163,185 @@ class Server:
         ...
 
 class LoadResult(TypedDict):
-    """What `run_load` measured in its window (after warm-up)."""
+    """What a load run measured in its window (after warm-up).
+
+    Per-answer arrays (`intended_s`, `latency_ms`, `sample_send_lag_ms`,
+    `code`, `class_index`) hold one entry per answer to a request intended
+    inside the window, in completion order.
+    """
 
     sent: int
-    """Requests whose intended send time fell in the window."""
+    """Requests intended in the window that were sent (all classes)."""
+    sent_by_class: list[int]
+    """The same, per class, in the order the classes were given."""
+    intended: int
+    """Requests the schedule placed in the window."""
+    sent_in_window: int
+    """Requests actually sent while the window was open: sent_in_window /
+    window_s is the rate the generator achieved."""
     window_s: float
+    """Length of the window (shorter than asked when the run was stopped)."""
     malformed: int
-    """Answers without the expected number of outputs."""
+    """OK answers that failed the checks (outputs, datatypes, shapes, sizes)."""
+    malformed_example: str | None
+    """Why the first malformed answer failed."""
+    unanswered: int
+    """Requests sent in the window still unanswered when the drain time ran out."""
+    mean_in_flight: float
+    """Time-average of the calls in flight over the window (Little's L)."""
+    stopped: bool
+    """Whether `LoadRun.stop` ended the run early."""
     intended_s: npt.NDArray[np.float64]
     """Per answer: intended send time, seconds from the window's start."""
     latency_ms: npt.NDArray[np.float64]
     """Per answer: from its intended send time to the answer."""
+    sample_send_lag_ms: npt.NDArray[np.float64]
+    """Per answer: actual minus intended send time."""
     code: npt.NDArray[np.int32]
-    """Per answer: gRPC status code (0 OK; stream errors count as 2, UNKNOWN)."""
+    """Per answer: gRPC status code (0 OK; -1 an OK answer that failed the
+    checks; a stream answer with an error message counts as 2, UNKNOWN)."""
+    class_index: npt.NDArray[np.int32]
+    """Per answer: index of its class."""
     send_lag_ms: npt.NDArray[np.float64]
     """Per request sent: actual minus intended send time."""
     errors: dict[str, int]
-    """Failures by gRPC status name."""
+    """Failures by gRPC status name (`UNAVAILABLE`, ...)."""
     error_examples: dict[str, str]
     """The first message seen for each failing status."""
+
+class LoadProgress(TypedDict):
+    """A look at a run in progress (`LoadRun.progress`)."""
+
+    phase: str
+    """`connecting`, `warm-up`, `measuring`, `draining` or `done`."""
+    elapsed_s: float
+    """Since the load started, warm-up included."""
+    sent: int
+    answered: int
+    errors: int
+    recent_rate: float
+    """Answers per second over the last one to two seconds."""
+    recent_p99_ms: float
+    """P99 latency of the successful answers of the last one to two seconds
+    (NaN before any)."""
+
+@final
+class LoadClass:
+    """One kind of traffic in a run: its requests, share and expected answers.
+
+    Args:
+        name: shown in reports.
+        requests: serialized `ModelInferRequest`s, the class's pool; priority
+            and timeout travel in their parameters.
+        weight: share of the load relative to the other classes (open loop:
+            of the arrivals; closed loop: of the clients).
+        expected_outputs: (name, datatype, shape) that every answer must
+            carry; -1 in a shape accepts any size. Empty: only the number of
+            outputs is checked, against `expected_count`.
+        expected_count: outputs per answer when `expected_outputs` is empty.
+        repeat_fraction: None sends the pool in turn. A fraction f sends an
+            exact copy of a pool entry with probability f and otherwise a
+            fresh input, never sent before (the leading elements of the
+            first input overwritten with a counter).
+        int_range: inclusive range of the values written into fresh
+            integer inputs.
+
+    Raises:
+        ValueError: a request that does not decode, or a value out of range.
+    """
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def weight(self) -> float: ...
+    def __init__(
+        self,
+        name: str,
+        requests: Sequence[bytes],
+        *,
+        weight: float = 1.0,
+        expected_outputs: Sequence[tuple[str, str, Sequence[int]]] = (),
+        expected_count: int = 1,
+        repeat_fraction: float | None = None,
+        int_range: tuple[int, int] = (0, 99),
+    ) -> None: ...
+
+@final
+class LoadRun:
+    """A load run against a KServe v2 gRPC server, started at construction
+    on a thread of its own (a tokio runtime with one thread).
+
+    Args:
+        target: `host:port`.
+        classes: the traffic classes, sharing the load by weight.
+        mode: `closed` (`concurrency` calls in flight) or `open` (arrivals
+            on a schedule, whatever the answers do).
+        concurrency: closed loop: calls in flight.
+        arrivals: open loop: `poisson` or `uniform` at `rate`/s; `onoff`:
+            Poisson at `rate` for `on_s`, then at `off_rate` for `off_s`,
+            repeated; `trace`: the arrival times `trace_s` (seconds from
+            the start of the run, ascending), played once.
+        api: `unary` (ModelInfer) or `stream` (ModelStreamInfer, one stream
+            per connection, request ids rewritten).
+        connections: HTTP/2 connections to spread calls over.
+        warmup_s: load before the window; not recorded.
+        duration_s: the measured window.
+        drain_s: how long to wait for answers after the last send.
+        seed: seeds the arrivals, the class of each arrival and the repeats.
+        max_requests: stop sending after this many requests, warm-up
+            included; the window then ends with the last one.
+
+    Raises:
+        ValueError: a bad mode, api, arrivals or parameter.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        classes: Sequence[LoadClass],
+        *,
+        mode: str = "closed",
+        concurrency: int = 1,
+        arrivals: str = "poisson",
+        rate: float = 0.0,
+        on_s: float = 0.0,
+        off_s: float = 0.0,
+        off_rate: float = 0.0,
+        trace_s: Sequence[float] | None = None,
+        api: str = "unary",
+        connections: int = 4,
+        warmup_s: float = 1.0,
+        duration_s: float = 5.0,
+        drain_s: float = 10.0,
+        seed: int = 0,
+        max_requests: int | None = None,
+    ) -> None: ...
+    def progress(self) -> LoadProgress:
+        """Live figures; cheap enough to call several times a second."""
+        ...
+    def stop(self) -> None:
+        """Send nothing more; the window ends now, answers in flight are waited for."""
+        ...
+    def done(self) -> bool:
+        """Whether the run has ended."""
+        ...
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Block (GIL released) until the run ends; False if `timeout_s` passed first.
+
+        Raises:
+            KeyboardInterrupt: a signal handler raised it while waiting (the
+                run goes on; `stop` it).
+        """
+        ...
+    def result(self) -> LoadResult:
+        """Wait for the end (GIL released) and return what was measured.
+
+        Raises:
+            RuntimeError: the target could not be reached, or the result was
+                already taken.
+            KeyboardInterrupt: as in `wait`.
+        """
+        ...
 
 def run_load(
     target: str,
@@ -196,8 +356,10 @@ def run_load(
     duration_s: float = 5.0,
     expected_outputs: int = 1,
     seed: int = 0,
+    max_requests: int | None = None,
 ) -> LoadResult:
-    """Drive a KServe v2 gRPC server at `target` (GIL released, own tokio runtime).
+    """Drive a KServe v2 gRPC server at `target` with one class of requests
+    and wait for the result (GIL released); `LoadRun` does more.
 
     Args:
         target: `host:port`.
@@ -209,9 +371,57 @@ def run_load(
         duration_s: the measured window.
         expected_outputs: outputs every answer must carry.
         seed: seeds the arrival process.
+        max_requests: stop after this many requests (see `LoadRun`).
 
     Raises:
         ValueError: bad mode, api or request bytes.
         RuntimeError: the target cannot be reached.
     """
     ...
+
+@final
+class EchoServer:
+    """A KServe v2 gRPC server that answers at once, to measure a load generator.
+
+    It serves one model whose input `x` comes back as its output `y`
+    (same datatype and shape), with no queue and no computation, and
+    describes it in ModelMetadata, ModelConfig and ModelStatistics.
+
+    Args:
+        host: address to bind.
+        port: 0 picks a free one (see `start`'s return value).
+        threads: the server runtime's worker threads.
+        model: the model's name.
+        datatype: of `x` and `y`.
+        shape: of `x` and `y`, without the batch dimension when
+            `max_batch_size > 0`.
+        max_batch_size: reported in ModelConfig; > 0 adds a batch dimension.
+        fail_every: every n-th call fails with UNAVAILABLE (0: none).
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        threads: int = 1,
+        model: str = "echo",
+        datatype: str = "FP32",
+        shape: Sequence[int] = (16,),
+        max_batch_size: int = 0,
+        fail_every: int = 0,
+    ) -> None: ...
+    def start(self) -> int:
+        """Bind and serve on threads of its own; returns the bound port.
+
+        Raises:
+            OSError: the address cannot be bound.
+            RuntimeError: already started.
+        """
+        ...
+    def calls(self) -> int:
+        """Inference calls received so far (stream requests included)."""
+        ...
+    def stop(self) -> None:
+        """Stop serving; calls in flight are dropped."""
+        ...

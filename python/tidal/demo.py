@@ -6,6 +6,7 @@ from rich.console import Console
 
 from .bench import StepResult, make_workload, print_table, run_step
 from .bench.launch import ServerProcess
+from .bench.progress import StepProgress
 
 __all__ = ["run_demo"]
 
@@ -16,10 +17,11 @@ _STEPS = [("mlp", 1), ("mlp", 64), ("cnn", 1), ("cnn", 32), ("transformer", 1), 
 
 def run_demo(duration_s: float = 3.0, warmup_s: float = 1.0) -> int:
     """Start `tidal serve` on the example models, measure each, print a table, stop."""
-    console = Console(width=max(Console().width, 120))
+    console = Console(width=max(Console().width, 160))
     with ServerProcess() as server:
         console.print(f"tidal serves the example models on {server.target}")
         steps: list[StepResult] = []
+        progress = StepProgress(console)
         workloads = {}
         for model, in_flight in _STEPS:
             if model not in workloads:
@@ -32,6 +34,7 @@ def run_demo(duration_s: float = 3.0, warmup_s: float = 1.0) -> int:
                     concurrency=in_flight,
                     duration_s=duration_s,
                     warmup_s=warmup_s,
+                    progress=progress,
                 )
             )
     print_table(steps, "tidal: latency and throughput of the example models (closed loop)", console)

@@ -23,6 +23,9 @@ use crate::server::{self, RunningServer, ServerOptions, ServerState};
 use crate::tensor::{DataType, TensorSpec as CoreTensor};
 use crate::worker::Executor;
 
+/// The load generator's classes and functions.
+mod loadgen;
+
 /// The one mapping from core errors to Python exceptions.
 fn to_py(error: CoreError) -> PyErr {
     let message = error.to_string();
@@ -652,104 +655,9 @@ impl Server {
     }
 }
 
-/// Drives a KServe v2 server; see `run_load` in `_core.pyi`.
-#[pyfunction]
-#[pyo3(signature = (target, requests, *, mode = "closed", concurrency = 1, rate = 0.0, api = "unary",
-                    connections = 4, warmup_s = 1.0, duration_s = 5.0, expected_outputs = 1, seed = 0))]
-#[allow(clippy::too_many_arguments)]
-fn run_load<'py>(
-    py: Python<'py>,
-    target: String,
-    requests: Vec<Vec<u8>>,
-    mode: &str,
-    concurrency: usize,
-    rate: f64,
-    api: &str,
-    connections: usize,
-    warmup_s: f64,
-    duration_s: f64,
-    expected_outputs: usize,
-    seed: u64,
-) -> PyResult<Bound<'py, PyDict>> {
-    use crate::loadgen::{Api, LoadConfig, Mode};
-    use prost::Message as _;
-    let mode = match mode {
-        "closed" => Mode::Closed {
-            concurrency: concurrency.max(1),
-        },
-        "open" if rate > 0.0 && rate.is_finite() => Mode::Open { rate },
-        "open" => {
-            return Err(PyValueError::new_err(format!(
-                "open-loop load needs a positive `rate`, got `{rate}`"
-            )))
-        }
-        other => {
-            return Err(PyValueError::new_err(format!(
-                "unknown mode `{other}`; expected `closed` or `open`"
-            )))
-        }
-    };
-    let api = match api {
-        "unary" => Api::Unary,
-        "stream" => Api::Stream,
-        other => {
-            return Err(PyValueError::new_err(format!(
-                "unknown api `{other}`; expected `unary` or `stream`"
-            )))
-        }
-    };
-    let requests = requests
-        .iter()
-        .map(|bytes| crate::server::proto::ModelInferRequest::decode(bytes.as_slice()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| {
-            PyValueError::new_err(format!(
-                "a request is not a serialized ModelInferRequest: {e}"
-            ))
-        })?;
-    let config = LoadConfig {
-        target,
-        requests,
-        mode,
-        api,
-        connections: connections.max(1),
-        warmup: Duration::from_secs_f64(warmup_s.max(0.0)),
-        duration: Duration::from_secs_f64(duration_s.max(0.0)),
-        expected_outputs,
-        seed,
-    };
-    let report = py
-        .detach(|| crate::loadgen::run(config))
-        .map_err(PyRuntimeError::new_err)?;
-    let d = PyDict::new(py);
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    d.set_item("sent", report.sent)?;
-    d.set_item("window_s", report.window.as_secs_f64())?;
-    d.set_item("malformed", report.malformed)?;
-    d.set_item(
-        "intended_s",
-        PyArray1::from_iter(py, report.samples.iter().map(|s| s.intended.as_secs_f64())),
-    )?;
-    d.set_item(
-        "latency_ms",
-        PyArray1::from_iter(py, report.samples.iter().map(|s| ms(s.latency))),
-    )?;
-    d.set_item(
-        "code",
-        PyArray1::from_iter(py, report.samples.iter().map(|s| s.code)),
-    )?;
-    d.set_item(
-        "send_lag_ms",
-        PyArray1::from_iter(py, report.send_lag.iter().map(|&l| ms(l))),
-    )?;
-    d.set_item("errors", report.errors.into_pyobject(py)?)?;
-    d.set_item("error_examples", report.error_examples.into_pyobject(py)?)?;
-    Ok(d)
-}
-
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(run_load, m)?)?;
+    loadgen::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<TensorSpec>()?;
     m.add_class::<ModelSpec>()?;

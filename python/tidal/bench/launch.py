@@ -1,4 +1,5 @@
-"""Starts `tidal serve` as a child process and stops it, for demos and benchmarks."""
+"""Starts `tidal serve` (or the echo server) as a child process and stops it,
+for demos, benchmarks and tests."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["ServerProcess"]
+__all__ = ["EchoProcess", "ServerProcess"]
 
 _READY = re.compile(r"on (?P<host>[\w.:-]+):(?P<port>\d+) \(metrics on [\w.:-]+:(?P<metrics>\d+)\)")
 
@@ -40,6 +41,7 @@ class ServerProcess:
         self._args += ["--grpc-port", "0", "--metrics-port", "0", *extra_args]
         self._cpus = cpus
         self._timeout = startup_timeout_s
+        self._ready = _READY
         self._process: subprocess.Popen[str] | None = None
         self.target = ""
         self.metrics_port = 0
@@ -56,12 +58,14 @@ class ServerProcess:
         assert self._process.stdout is not None
         # The ready line is the only line the server writes to stdout.
         line = self._process.stdout.readline()
-        match = _READY.search(line)
+        match = self._ready.search(line)
         if not match:
             self.stop()
-            raise RuntimeError(f"`tidal serve` did not start (its first line: {line!r})")
+            raise RuntimeError(
+                f"`{' '.join(self._args[1:])}` did not start (its first line: {line!r})"
+            )
         self.target = f"127.0.0.1:{match['port']}"
-        self.metrics_port = int(match["metrics"])
+        self.metrics_port = int(match["metrics"]) if "metrics" in match.groupdict() else 0
         return self
 
     def stop(self, timeout_s: float = 30.0) -> int:
@@ -90,3 +94,23 @@ class ServerProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+_ECHO_READY = re.compile(r"echo on (?P<host>[\w.:-]+):(?P<port>\d+)")
+
+
+class EchoProcess(ServerProcess):
+    """The server that answers at once (`python -m tidal.bench.echo`) in a
+    child process, on a free port of 127.0.0.1.
+
+    Args:
+        cpus: CPU numbers to pin it to (Linux), e.g. `{1}`.
+        extra_args: more options (`--threads`, `--fail-every`, `--shape`, ...).
+    """
+
+    def __init__(
+        self, *, cpus: Iterable[int] | None = None, extra_args: Sequence[str] = ()
+    ) -> None:
+        super().__init__(cpus=list(cpus) if cpus is not None else None)
+        self._args = [sys.executable, "-m", "tidal.bench.echo", *extra_args]
+        self._ready = _ECHO_READY
