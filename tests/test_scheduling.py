@@ -161,7 +161,7 @@ def test_overload_is_refused_at_once_and_the_admitted_meet_the_objective(
     ok = result["latency_ms"][codes == 0]
     refused = int(np.count_nonzero(codes == grpc.StatusCode.UNAVAILABLE.value[0]))
     assert refused > 0, result["errors"]
-    assert "overloaded" in result["error_examples"]["Unavailable"]
+    assert "overloaded" in result["error_examples"]["UNAVAILABLE"]
     assert ok.size > 0
     stats = _stats(server, "tight")
     lane = stats.priority_stats[0]
