@@ -17,7 +17,7 @@
 //! for an estimate that is refreshed every few batches.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -26,9 +26,6 @@ use parking_lot::Mutex;
 pub const SAMPLES_PER_SIZE: usize = 16;
 /// Refit after this many new timings (and after the first).
 const REFIT_EVERY: u64 = 8;
-/// A batch size counts as efficient when its measured throughput (rows per
-/// second of compute) is within this fraction of the best measured size's.
-const EFFICIENCY_TOLERANCE: f64 = 0.05;
 
 /// A fitted line t(b) = a + c·b, in nanoseconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -52,9 +49,6 @@ pub struct CostModel {
     observed: AtomicU64,
     fixed_ns: AtomicU64,
     per_row_ns: AtomicU64,
-    /// The smallest measured batch size whose throughput is within
-    /// [`EFFICIENCY_TOLERANCE`] of the best; 0 before any measurement.
-    efficient_rows: AtomicUsize,
 }
 
 impl CostModel {
@@ -65,7 +59,6 @@ impl CostModel {
             observed: AtomicU64::new(0),
             fixed_ns: AtomicU64::new(0f64.to_bits()),
             per_row_ns: AtomicU64::new(0f64.to_bits()),
-            efficient_rows: AtomicUsize::new(0),
         }
     }
 
@@ -81,40 +74,23 @@ impl CostModel {
             }
             ring.push_back(ns);
             let n = self.observed.fetch_add(1, Ordering::Relaxed) + 1;
-            (n == 1 || n % REFIT_EVERY == 0).then(|| medians(&samples))
+            (n == 1 || n % REFIT_EVERY == 0).then(|| fit(&samples))
         };
-        if let Some(points) = refit {
-            self.publish(&points);
-        }
-    }
-
-    /// Refits now from every kept timing (after a warm-up profile, say).
-    pub fn refit(&self) {
-        let points = medians(&self.samples.lock());
-        self.publish(&points);
-    }
-
-    fn publish(&self, points: &[(f64, f64)]) {
-        if let Some(line) = fit(points) {
+        if let Some(Some(line)) = refit {
             self.fixed_ns
                 .store(line.fixed_ns.to_bits(), Ordering::Relaxed);
             self.per_row_ns
                 .store(line.per_row_ns.to_bits(), Ordering::Relaxed);
         }
-        self.efficient_rows
-            .store(efficient_size(points), Ordering::Relaxed);
     }
 
-    /// The smallest batch size measured to run within 5% of the best
-    /// measured throughput (rows per second of compute), if any was measured.
-    ///
-    /// Larger batches than this buy no throughput, only latency: on CPUs a
-    /// model whose cost is linear in the batch gains nothing from batching,
-    /// and some lose efficiency past the size that fits the caches.
-    pub fn efficient_rows(&self) -> Option<usize> {
-        match self.efficient_rows.load(Ordering::Relaxed) {
-            0 => None,
-            rows => Some(rows),
+    /// Refits now from every kept timing (after a warm-up profile, say).
+    pub fn refit(&self) {
+        if let Some(line) = fit(&self.samples.lock()) {
+            self.fixed_ns
+                .store(line.fixed_ns.to_bits(), Ordering::Relaxed);
+            self.per_row_ns
+                .store(line.per_row_ns.to_bits(), Ordering::Relaxed);
         }
     }
 
@@ -147,9 +123,9 @@ fn median(values: &mut [f64]) -> f64 {
     }
 }
 
-/// (batch size, median time in ns) of every size with timings.
-fn medians(samples: &[VecDeque<u64>]) -> Vec<(f64, f64)> {
-    samples
+/// Theil–Sen line through the per-size medians; `None` without data.
+fn fit(samples: &[VecDeque<u64>]) -> Option<Line> {
+    let points: Vec<(f64, f64)> = samples
         .iter()
         .enumerate()
         .filter(|(_, ring)| !ring.is_empty())
@@ -157,21 +133,8 @@ fn medians(samples: &[VecDeque<u64>]) -> Vec<(f64, f64)> {
             let mut values: Vec<f64> = ring.iter().map(|&ns| ns as f64).collect();
             ((i + 1) as f64, median(&mut values))
         })
-        .collect()
-}
-
-fn efficient_size(points: &[(f64, f64)]) -> usize {
-    let throughput = |&(rows, ns): &(f64, f64)| if ns > 0.0 { rows / ns } else { 0.0 };
-    let best = points.iter().map(throughput).fold(0.0, f64::max);
-    points
-        .iter()
-        .find(|p| throughput(p) >= best * (1.0 - EFFICIENCY_TOLERANCE))
-        .map_or(0, |&(rows, _)| rows as usize)
-}
-
-/// Theil–Sen line through the per-size medians; `None` without data.
-fn fit(points: &[(f64, f64)]) -> Option<Line> {
-    match points {
+        .collect();
+    match points.as_slice() {
         [] => None,
         // One size seen: all of its time is taken as fixed cost, the
         // estimate that never under-predicts a smaller batch.
@@ -261,32 +224,6 @@ mod tests {
         let line = model.line();
         assert!(line.fixed_ns < 1e3, "{line:?}");
         assert!((line.per_row_ns - 7e6).abs() < 1e3, "{line:?}");
-    }
-
-    #[test]
-    fn efficient_size_is_the_smallest_near_the_best_throughput() {
-        let model = CostModel::new(64);
-        assert_eq!(model.efficient_rows(), None);
-        // A large fixed part: only the largest batches are efficient.
-        for b in [1, 2, 4, 8, 16, 32, 64] {
-            model.observe(b, us(400.0 + 27.0 * b as f64));
-        }
-        model.refit();
-        assert_eq!(model.efficient_rows(), Some(64));
-        // Linear cost: batching buys nothing, one row is as efficient as any.
-        let linear = CostModel::new(32);
-        for b in [1, 2, 4, 8, 16, 32] {
-            linear.observe(b, us(1600.0 * b as f64));
-        }
-        linear.refit();
-        assert_eq!(linear.efficient_rows(), Some(1));
-        // Per-row cost rising past a cache-sized batch: the knee wins.
-        let knee = CostModel::new(64);
-        for (b, per_row) in [(1, 115.0), (8, 50.0), (16, 42.5), (32, 48.6), (64, 50.1)] {
-            knee.observe(b, us(per_row * b as f64));
-        }
-        knee.refit();
-        assert_eq!(knee.efficient_rows(), Some(16));
     }
 
     #[test]

@@ -172,30 +172,24 @@ impl AdaptivePolicy {
         }
     }
 
-    /// The largest batch worth forming: no larger than the smallest size that
-    /// reaches (nearly) the best measured throughput, since larger ones only
-    /// add latency; and no larger than what, twice over, fits the objective's
-    /// tail budget. At least 1: a model slower than its objective still runs.
+    /// The largest batch whose time, twice over, fits the objective's tail
+    /// budget (at least 1: a model slower than its objective still runs).
     pub fn batch_cap(&self) -> usize {
         let line = self.cost.line();
         let budget_ns = self.slo.as_nanos() as f64 * TAIL_BUDGET / 2.0;
-        let fits = if line.per_row_ns <= 0.0 {
-            if line.fixed_ns <= budget_ns {
+        if line.per_row_ns <= 0.0 {
+            return if line.fixed_ns <= budget_ns {
                 self.max_batch_size
             } else {
                 1
-            }
+            };
+        }
+        let fits = ((budget_ns - line.fixed_ns) / line.per_row_ns).floor();
+        if fits < 1.0 {
+            1
         } else {
-            let fits = ((budget_ns - line.fixed_ns) / line.per_row_ns).floor();
-            if fits < 1.0 {
-                1
-            } else {
-                (fits as usize).min(self.max_batch_size)
-            }
-        };
-        self.cost
-            .efficient_rows()
-            .map_or(fits, |rows| fits.min(rows).max(1))
+            (fits as usize).min(self.max_batch_size)
+        }
     }
 
     /// The batch size at which `instances` instances, each busy for t(b) per
@@ -278,9 +272,7 @@ impl Policy for AdaptivePolicy {
         let own = self
             .cost
             .predict((view.rows_ahead % cap + view.rows).min(cap));
-        let margin = deadline
-            .saturating_duration_since(view.now)
-            .mul_f64(ADMISSION_MARGIN);
+        let margin = deadline.saturating_duration_since(view.now).mul_f64(ADMISSION_MARGIN);
         view.earliest_free.max(view.now) + drain + own + margin <= deadline
     }
 
