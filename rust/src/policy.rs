@@ -272,7 +272,9 @@ impl Policy for AdaptivePolicy {
         let own = self
             .cost
             .predict((view.rows_ahead % cap + view.rows).min(cap));
-        let margin = deadline.saturating_duration_since(view.now).mul_f64(ADMISSION_MARGIN);
+        let margin = deadline
+            .saturating_duration_since(view.now)
+            .mul_f64(ADMISSION_MARGIN);
         view.earliest_free.max(view.now) + drain + own + margin <= deadline
     }
 

@@ -469,6 +469,17 @@ fn claim(shared: &Shared, now: Instant) -> bool {
         .is_ok()
 }
 
+/// One unary call and what came of it.
+async fn infer(client: &mut Client, request: ModelInferRequest) -> Outcome {
+    match client.model_infer(request).await {
+        Ok(response) => Outcome::Ok(response.into_inner()),
+        Err(status) => Outcome::Failed {
+            code: status.code() as i32,
+            message: status.message().to_string(),
+        },
+    }
+}
+
 async fn call(
     shared: Arc<Shared>,
     mut client: Client,
@@ -478,13 +489,7 @@ async fn call(
 ) {
     let sent_at = Instant::now();
     shared.sent(intended, class, sent_at);
-    let outcome = match client.model_infer(request).await {
-        Ok(response) => Outcome::Ok(response.into_inner()),
-        Err(status) => Outcome::Failed {
-            code: status.code() as i32,
-            message: status.message().to_string(),
-        },
-    };
+    let outcome = infer(&mut client, request).await;
     shared.answered(intended, sent_at, class, outcome);
     shared.spawned.fetch_sub(1, Ordering::Relaxed);
     shared.notify_if_idle();
@@ -544,13 +549,7 @@ async fn closed_unary(shared: &Arc<Shared>, clients: &[Client], concurrency: usi
                 let request = shared.classes[usize::from(class)].request(n, &mut rng);
                 n += concurrency as u64;
                 shared.sent(intended, class, intended);
-                let outcome = match client.model_infer(request).await {
-                    Ok(response) => Outcome::Ok(response.into_inner()),
-                    Err(status) => Outcome::Failed {
-                        code: status.code() as i32,
-                        message: status.message().to_string(),
-                    },
-                };
+                let outcome = infer(&mut client, request).await;
                 shared.answered(intended, intended, class, outcome);
             }
         }));
@@ -593,6 +592,36 @@ impl ClassPicker {
 /// runtime poll the network and run the calls.
 const MAX_BURST: u32 = 32;
 
+/// Paces an open-loop sender: sleeps until each arrival's intended instant,
+/// and when arrivals are already due, yields to the runtime every
+/// [`MAX_BURST`] of them.
+struct Pacer {
+    timer: Timer,
+    burst: u32,
+}
+
+impl Pacer {
+    fn new() -> Self {
+        Self {
+            timer: Timer::new(),
+            burst: 0,
+        }
+    }
+
+    async fn wait(&mut self, intended: Instant) {
+        if Instant::now() < intended {
+            self.timer.sleep_until(intended).await;
+            self.burst = 0;
+        } else {
+            self.burst += 1;
+            if self.burst >= MAX_BURST {
+                self.burst = 0;
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
 /// The open-loop sender: one arrival after the other, each sent at its
 /// intended instant by a task of its own.
 async fn open_unary(
@@ -603,20 +632,10 @@ async fn open_unary(
 ) {
     let picker = ClassPicker::new(&shared.classes);
     let mut counters = vec![0u64; shared.classes.len()];
-    let timer = Timer::new();
-    let mut burst = 0u32;
+    let mut pacer = Pacer::new();
     for (i, offset) in schedule.enumerate() {
         let intended = shared.start + offset;
-        if Instant::now() < intended {
-            timer.sleep_until(intended).await;
-            burst = 0;
-        } else {
-            burst += 1;
-            if burst >= MAX_BURST {
-                burst = 0;
-                tokio::task::yield_now().await;
-            }
-        }
+        pacer.wait(intended).await;
         if intended >= shared.end || !claim(shared, Instant::now()) {
             break;
         }
@@ -805,20 +824,10 @@ async fn streamed(
         Load::Open { arrivals } => {
             let schedule = Schedule::new(arrivals, rng.random());
             let picker = ClassPicker::new(&shared.classes);
-            let timer = Timer::new();
-            let mut burst = 0u32;
+            let mut pacer = Pacer::new();
             for (i, offset) in schedule.enumerate() {
                 let intended = shared.start + offset;
-                if Instant::now() < intended {
-                    timer.sleep_until(intended).await;
-                    burst = 0;
-                } else {
-                    burst += 1;
-                    if burst >= MAX_BURST {
-                        burst = 0;
-                        tokio::task::yield_now().await;
-                    }
-                }
+                pacer.wait(intended).await;
                 if intended >= shared.end || !claim(shared, Instant::now()) {
                     break;
                 }
