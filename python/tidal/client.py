@@ -28,6 +28,7 @@ __all__ = [
     "decode_response",
     "from_raw",
     "kserve_datatype",
+    "numpy_dtype",
     "to_raw",
 ]
 
@@ -65,6 +66,15 @@ def kserve_datatype(array: npt.NDArray[Any]) -> str:
         raise ValueError(f"dtype `{array.dtype}` has no KServe datatype") from None
 
 
+def numpy_dtype(datatype: str) -> np.dtype[Any]:
+    """The native-order numpy dtype of a fixed-size KServe datatype.
+
+    Raises:
+        KeyError: for BYTES (an object array, no fixed dtype) or an unknown name.
+    """
+    return _KSERVE_TO_NUMPY[datatype]
+
+
 def to_raw(array: npt.NDArray[Any]) -> bytes:
     """`array` in the protocol's raw layout (little-endian, BYTES length-prefixed)."""
     if kserve_datatype(array) == "BYTES":
@@ -85,7 +95,7 @@ def from_raw(data: bytes, datatype: str, shape: Sequence[int]) -> npt.NDArray[An
             items.append(data[at + 4 : at + 4 + n])
             at += 4 + n
         return np.array(items, dtype=object).reshape(tuple(shape))
-    dtype = _KSERVE_TO_NUMPY[datatype].newbyteorder("<")
+    dtype = numpy_dtype(datatype).newbyteorder("<")
     return np.frombuffer(data, dtype=dtype).reshape(tuple(shape))
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .. import _core
-from ..client import Client, build_request
+from ..client import Client, build_request, numpy_dtype
 
 __all__ = [
     "TensorInfo",
@@ -31,21 +31,6 @@ __all__ = [
     "make_workload",
     "random_tensor",
 ]
-
-_NUMPY: dict[str, type[np.generic]] = {
-    "BOOL": np.bool_,
-    "INT8": np.int8,
-    "INT16": np.int16,
-    "INT32": np.int32,
-    "INT64": np.int64,
-    "UINT8": np.uint8,
-    "UINT16": np.uint16,
-    "UINT32": np.uint32,
-    "UINT64": np.uint64,
-    "FP16": np.float16,
-    "FP32": np.float32,
-    "FP64": np.float64,
-}
 
 _MAX_POOL = 4096
 """Most distinct requests built from an input file: enough variety for any
@@ -185,7 +170,7 @@ def random_tensor(
     if datatype == "BYTES":
         flat = [rng.bytes(8) for _ in range(int(np.prod(shape)))]
         return np.array(flat, dtype=object).reshape(shape)
-    dtype: np.dtype[Any] = np.dtype(_NUMPY[datatype])
+    dtype = numpy_dtype(datatype)
     if dtype.kind == "f":
         return rng.standard_normal(shape).astype(dtype)
     if dtype.kind == "b":
@@ -231,7 +216,7 @@ def load_input_file(path: Path, inputs: Sequence[TensorInfo]) -> dict[str, npt.N
         if info.datatype == "BYTES":
             converted[info.name] = array.astype(object)
             continue
-        dtype = np.dtype(_NUMPY[info.datatype])
+        dtype = numpy_dtype(info.datatype)
         if not np.can_cast(array.dtype, dtype, casting="same_kind"):
             raise ValueError(
                 f"`{path}`: array `{info.name}` is {array.dtype}, the input is"
