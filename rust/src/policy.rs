@@ -66,11 +66,6 @@ pub trait Policy: Send + Sync + Debug {
     fn admit(&self, _view: &AdmissionView) -> bool {
         true
     }
-
-    /// Predicted execution time of a batch of `rows`, if the policy knows it.
-    fn predict(&self, _rows: usize) -> Option<Duration> {
-        None
-    }
 }
 
 /// Builds the policy a model's configuration names.
@@ -276,10 +271,6 @@ impl Policy for AdaptivePolicy {
             .saturating_duration_since(view.now)
             .mul_f64(ADMISSION_MARGIN);
         view.earliest_free.max(view.now) + drain + own + margin <= deadline
-    }
-
-    fn predict(&self, rows: usize) -> Option<Duration> {
-        self.cost.is_calibrated().then(|| self.cost.predict(rows))
     }
 }
 

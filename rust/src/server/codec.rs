@@ -116,7 +116,7 @@ fn timeout(request: &ModelInferRequest) -> Result<Option<Duration>, CoreError> {
 }
 
 /// Reads the `grpc-timeout` header: digits and a unit (H, M, S, m, u, n).
-pub fn grpc_timeout(value: &str) -> Option<Duration> {
+pub(super) fn grpc_timeout(value: &str) -> Option<Duration> {
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     let n: u64 = digits.parse().ok()?;
     Some(match unit {

@@ -23,8 +23,6 @@ use tonic::transport::Server;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
-pub use codec::grpc_timeout;
-
 use crate::registry::{Registry, RepositoryHooks};
 use crate::served::ServedModel;
 
