@@ -79,6 +79,7 @@ class ModelSpec:
     queue_capacity: int
     priority_levels: int
     instance_count: int
+    worker_nice: int
     def __init__(
         self,
         name: str,
@@ -95,6 +96,7 @@ class ModelSpec:
         queue_capacity: int = 4096,
         priority_levels: int = 2,
         instance_count: int = 1,
+        worker_nice: int = 0,
     ) -> None: ...
 
 @final
