@@ -79,7 +79,6 @@ class ModelSpec:
     queue_capacity: int
     priority_levels: int
     instance_count: int
-    worker_nice: int
     def __init__(
         self,
         name: str,
@@ -96,7 +95,6 @@ class ModelSpec:
         queue_capacity: int = 4096,
         priority_levels: int = 2,
         instance_count: int = 1,
-        worker_nice: int = 0,
     ) -> None: ...
 
 @final

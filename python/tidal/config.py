@@ -21,7 +21,6 @@ priority_levels = 2            # 1 = online (highest), 2 = batch
 [instances]
 count = 1                      # workers, each with its own ONNX Runtime session
 intra_op_threads = 1           # 0 = ONNX Runtime's default (one per core)
-nice = 0                       # 0..19: CPU priority of the workers below the network threads
 providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]   # first available wins
 
 [cache]
@@ -60,9 +59,6 @@ Policy = Literal["adaptive", "static"]
 _POLICIES: tuple[str, ...] = get_args(Policy)
 
 DEFAULT_PROVIDERS: tuple[str, ...] = ("CUDAExecutionProvider", "CPUExecutionProvider")
-# Linux's nice range is 0 (default) to 19 (lowest priority) for unprivileged threads.
-MAX_NICE = 19
-DEFAULT_NICE = 0
 
 
 @dataclass(frozen=True)
@@ -106,16 +102,11 @@ class InstancesConfig:
             ONNX Runtime pick (one per core).
         providers: execution providers in order of preference; the first
             available one wins, and the CPU provider is always the fallback.
-        nice: the workers' nice value (0..19). Above 0 the server's network
-            threads take the core from a running batch as soon as requests
-            arrive, so that requests are read, timestamped and admitted on
-            time when compute and network share cores.
     """
 
     count: int = 1
     intra_op_threads: int = 1
     providers: tuple[str, ...] = DEFAULT_PROVIDERS
-    nice: int = DEFAULT_NICE
 
 
 @dataclass(frozen=True)
@@ -207,14 +198,11 @@ class ModelConfig:
         priority_levels = r.integer(q, "queue.priority_levels", 2, minimum=1)
 
         i = r.table(
-            top.get("instances", {}),
-            "instances",
-            {"count", "intra_op_threads", "providers", "nice"},
+            top.get("instances", {}), "instances", {"count", "intra_op_threads", "providers"}
         )
         count = r.integer(i, "instances.count", 1, minimum=1)
         intra_op_threads = r.integer(i, "instances.intra_op_threads", 1, minimum=0)
         providers = r.strings(i, "instances.providers", DEFAULT_PROVIDERS)
-        nice = r.integer(i, "instances.nice", DEFAULT_NICE, minimum=0, maximum=MAX_NICE)
 
         c = r.table(top.get("cache", {}), "cache", {"enabled"})
         enabled = r.boolean(c, "cache.enabled", False)
@@ -230,7 +218,7 @@ class ModelConfig:
             ),
             queue=QueueConfig(capacity=capacity, priority_levels=priority_levels),
             instances=InstancesConfig(
-                count=count, intra_op_threads=intra_op_threads, providers=providers, nice=nice
+                count=count, intra_op_threads=intra_op_threads, providers=providers
             ),
             cache=CacheConfig(enabled=enabled),
             explicit_keys=frozenset(r.seen),
@@ -286,31 +274,13 @@ class _Reader:
         self.seen.add(key)
         return True, table[name]
 
-    def integer(
-        self,
-        table: Mapping[str, Any],
-        key: str,
-        default: int,
-        *,
-        minimum: int,
-        maximum: int | None = None,
-    ) -> int:
+    def integer(self, table: Mapping[str, Any], key: str, default: int, *, minimum: int) -> int:
         present, value = self._get(table, key)
         if not present:
             return default
         # bool is an int subclass; `count = true` is a mistake, not 1.
-        if (
-            not isinstance(value, int)
-            or isinstance(value, bool)
-            or value < minimum
-            or (maximum is not None and value > maximum)
-        ):
-            if maximum is not None:
-                expected = f"an integer within {minimum}..{maximum}"
-            elif minimum == 0:
-                expected = "a non-negative integer"
-            else:
-                expected = f"an integer >= {minimum}"
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            expected = "a non-negative integer" if minimum == 0 else f"an integer >= {minimum}"
             raise self.error(key, expected, value)
         return value
 

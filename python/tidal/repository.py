@@ -228,7 +228,6 @@ def _model_spec(name: str, config: ModelConfig, signature: Signature) -> _core.M
             queue_capacity=config.queue.capacity,
             priority_levels=config.queue.priority_levels,
             instance_count=config.instances.count,
-            worker_nice=config.instances.nice,
         )
     except ValueError as exc:
         raise ModelError(f"model `{name}`: {exc}") from exc

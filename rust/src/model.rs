@@ -75,15 +75,7 @@ pub struct ModelSpec {
     pub priority_levels: u32,
     /// Worker threads, each with its own executor.
     pub instance_count: usize,
-    /// Nice value (0..=19) of the worker threads. Above 0, the server's
-    /// network threads preempt a running batch as soon as requests arrive,
-    /// so requests are timestamped and admitted when they arrive rather than
-    /// after the batch that held the core.
-    pub worker_nice: i32,
 }
-
-/// The largest nice value Linux accepts (the lowest CPU priority).
-pub const MAX_NICE: i32 = 19;
 
 impl ModelSpec {
     /// Whether tensors carry a leading batch dimension.
@@ -135,12 +127,6 @@ impl ModelSpec {
         if self.instance_count == 0 {
             return bad("`instances.count` must be at least 1".into());
         }
-        if !(0..=MAX_NICE).contains(&self.worker_nice) {
-            return bad(format!(
-                "`instances.nice` must be within 0..={MAX_NICE}, got `{}`",
-                self.worker_nice
-            ));
-        }
         if self.batching.slo.is_zero() {
             return bad("`batching.slo_ms` must be positive".into());
         }
@@ -184,7 +170,6 @@ pub(crate) mod tests {
             queue_capacity: 16,
             priority_levels: 2,
             instance_count: 1,
-            worker_nice: 0,
         }
     }
 

@@ -129,7 +129,6 @@ struct ModelSpec {
     queue_capacity: usize,
     priority_levels: u32,
     instance_count: usize,
-    worker_nice: i32,
 }
 
 #[pymethods]
@@ -138,8 +137,7 @@ impl ModelSpec {
     #[pyo3(signature = (
         name, inputs, outputs, *, version = "1".to_string(), platform = "onnxruntime_onnx".to_string(),
         max_batch_size = 64, policy = "adaptive".to_string(), slo_ms = 50.0, max_queue_delay_us = 0,
-        preferred_batch_sizes = Vec::new(), queue_capacity = 4096, priority_levels = 2, instance_count = 1,
-        worker_nice = 0
+        preferred_batch_sizes = Vec::new(), queue_capacity = 4096, priority_levels = 2, instance_count = 1
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -156,7 +154,6 @@ impl ModelSpec {
         queue_capacity: usize,
         priority_levels: u32,
         instance_count: usize,
-        worker_nice: i32,
     ) -> PyResult<Self> {
         let spec = Self {
             name,
@@ -172,7 +169,6 @@ impl ModelSpec {
             queue_capacity,
             priority_levels,
             instance_count,
-            worker_nice,
         };
         spec.to_core()?.validate().map_err(to_py)?;
         Ok(spec)
@@ -221,7 +217,6 @@ impl ModelSpec {
             queue_capacity: self.queue_capacity,
             priority_levels: self.priority_levels,
             instance_count: self.instance_count,
-            worker_nice: self.worker_nice,
         })
     }
 }

@@ -37,7 +37,6 @@ pub(crate) struct Context {
 
 /// Serves batches as instance `instance` until the model's queue is closed and drained.
 pub(crate) fn run(context: &Context, instance: usize, mut executor: Box<dyn Executor>) {
-    lower_priority(&context.spec);
     let mut dropped = |pending: Pending, reason: DropReason| {
         let waited = pending.request.arrival.elapsed();
         let priority = pending.request.priority;
@@ -125,35 +124,6 @@ fn execute(context: &Context, instance: usize, executor: &mut dyn Executor, batc
             }
         }
     }
-}
-
-/// Gives the calling worker thread the model's nice value, so that the
-/// server's network threads (nice 0) take the core from a running batch when
-/// requests arrive. Failing costs only latency: it is logged, not fatal.
-fn lower_priority(spec: &ModelSpec) {
-    if spec.worker_nice == 0 {
-        return;
-    }
-    #[cfg(target_os = "linux")]
-    {
-        // On Linux the nice value is per thread, and `who = 0` names the
-        // calling thread. Raising it needs no privilege.
-        // SAFETY: setpriority reads no memory of ours.
-        let done = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, spec.worker_nice) };
-        if done != 0 {
-            log::warn!(
-                "model `{}`: cannot set its worker thread's nice value to {}: {}",
-                spec.name,
-                spec.worker_nice,
-                std::io::Error::last_os_error()
-            );
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    log::warn!(
-        "model `{}`: `instances.nice` is applied on Linux only",
-        spec.name
-    );
 }
 
 /// Repetitions per batch size in the warm-up profile.
