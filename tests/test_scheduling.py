@@ -188,6 +188,8 @@ def test_statistics_report_priorities_and_the_fitted_cost(server: TidalServer) -
     assert batch_lane.compute.count == batch_lane.completed
     # The warm-up profile fitted a positive cost before any request arrived.
     assert stats.batch_cost.fixed_us + stats.batch_cost.per_row_us > 0
+    # A slow batch runs at least as long as a typical one, and the spread is bounded.
+    assert 1.0 <= stats.batch_cost.tail_factor <= 3.0
 
 
 def test_metrics_show_priorities(server: TidalServer) -> None:
@@ -208,6 +210,7 @@ def test_metrics_show_priorities(server: TidalServer) -> None:
         in text
     )
     assert 'tidal_batch_cost_seconds{model="slow_adaptive",term="fixed"}' in text
+    assert 'tidal_batch_cost_tail_factor{model="slow_adaptive"}' in text
 
 
 def test_repository_of_the_example_models_is_adaptive(repo: Path) -> None:

@@ -144,15 +144,21 @@ class Server:
     def set_ready(self, ready: bool) -> None:
         """Sets ServerReady and the health status of the whole server."""
         ...
-    def statistics(self, name: str) -> dict[str, int | dict[int, int]]:
+    def statistics(
+        self, name: str
+    ) -> dict[str, int | float | dict[int, int] | list[dict[str, int]]]:
         """Counters of model `name`.
 
         Keys: inference_count, execution_count, success_count, success_ns,
         fail_count, fail_ns, queue_count, queue_ns, compute_count,
-        compute_input_ns, compute_infer_ns, compute_output_ns, refused_count
-        (refused at admission, not in fail_count), expired_count and
-        cancelled_count (dropped from the queue, in fail_count), queue_depth and
-        batch_sizes (batch size -> number of batches). Raises KeyError if absent.
+        compute_input_ns, compute_infer_ns, compute_output_ns, admitted_count,
+        refused_count (refused at admission, not in fail_count), expired_count
+        and cancelled_count (dropped from the queue, in fail_count),
+        completed_count, queue_depth, batch_sizes (batch size -> number of
+        batches), the fitted batch cost (cost_fixed_us, cost_per_row_us and
+        cost_tail_factor, floats) and priorities (one dict per level: outcome
+        counts and latency quantiles such as end_to_end_p99_us). Raises
+        KeyError if absent.
         """
         ...
     def stop(self, grace_s: float = 5.0) -> None:

@@ -25,6 +25,8 @@ Series, each labelled with `model`:
   quantiles by `priority`, `stage` and `quantile`
 - `tidal_batch_cost_seconds`: the scheduler's fitted batch cost, by `term`
   (fixed, per_row)
+- `tidal_batch_cost_tail_factor`: how much longer a slow batch runs than the
+  fitted cost says
 """
 
 from __future__ import annotations
@@ -119,6 +121,12 @@ class StatisticsCollector:
             "The fitted batch cost t(b) = fixed + per_row * b that the scheduler uses.",
             labels=["model", "term"],
         )
+        tail = GaugeMetricFamily(
+            "tidal_batch_cost_tail_factor",
+            "How much longer than the fitted cost a slow batch (90th percentile) runs;"
+            " the scheduler's batch cap and admission allow for it.",
+            labels=["model"],
+        )
 
         for name in self.server.model_names():
             try:
@@ -158,6 +166,7 @@ class StatisticsCollector:
                         latency.add_metric([name, priority, stage, quantile], seconds)
             for term in ("fixed", "per_row"):
                 cost.add_metric([name, term], float(stats.get(f"cost_{term}_us", 0.0)) * 1e-6)
+            tail.add_metric(model, float(stats.get("cost_tail_factor", 1.0)))
 
         yield from (
             requests,
@@ -173,6 +182,7 @@ class StatisticsCollector:
             outcomes,
             latency,
             cost,
+            tail,
         )
 
 

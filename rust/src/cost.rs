@@ -9,6 +9,14 @@
 //! the pairwise slopes), which a minority of wild points cannot drag. Old
 //! samples are forgotten as new ones arrive, so the model follows drift.
 //!
+//! # Spread
+//! The line predicts a typical batch. Decisions that bound the tail (the
+//! batch cap, admission) need a batch that runs long, so the model also keeps
+//! a tail factor: across the sizes with enough timings, the median ratio of a
+//! size's 90th-percentile timing to its median. On a quiet core it is close
+//! to 1; where the batch shares its core with the network threads or with
+//! other tenants, it grows, and the tail decisions become more careful.
+//!
 //! # Concurrency
 //! Workers record timings under a short lock; readers (the scheduler, and the
 //! admission check on every submit) read the fitted line from two atomics
@@ -26,12 +34,20 @@ use parking_lot::Mutex;
 pub const SAMPLES_PER_SIZE: usize = 16;
 /// Refit after this many new timings (and after the first).
 const REFIT_EVERY: u64 = 8;
+/// Timings a size needs before its spread counts towards the tail factor.
+const SPREAD_MIN_SAMPLES: usize = 8;
+/// The quantile of a size's timings that the tail factor relates to its median.
+const TAIL_QUANTILE: f64 = 0.9;
+/// Bound on the tail factor: one wild size cannot make every estimate absurd.
+const MAX_TAIL_FACTOR: f64 = 3.0;
 
-/// A fitted line t(b) = a + c·b, in nanoseconds.
+/// A fitted line t(b) = a + c·b, in nanoseconds, and the spread around it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Line {
     pub fixed_ns: f64,
     pub per_row_ns: f64,
+    /// A long batch's time over the typical one (at least 1).
+    pub tail_factor: f64,
 }
 
 impl Line {
@@ -39,6 +55,11 @@ impl Line {
     pub fn predict(&self, rows: usize) -> Duration {
         let ns = self.fixed_ns + self.per_row_ns * rows as f64;
         Duration::from_nanos(ns.max(0.0) as u64)
+    }
+
+    /// Time of a batch of `rows` that runs long (the typical time times the tail factor).
+    pub fn predict_tail(&self, rows: usize) -> Duration {
+        self.predict(rows).mul_f64(self.tail_factor)
     }
 }
 
@@ -49,6 +70,7 @@ pub struct CostModel {
     observed: AtomicU64,
     fixed_ns: AtomicU64,
     per_row_ns: AtomicU64,
+    tail_factor: AtomicU64,
 }
 
 impl CostModel {
@@ -59,6 +81,7 @@ impl CostModel {
             observed: AtomicU64::new(0),
             fixed_ns: AtomicU64::new(0f64.to_bits()),
             per_row_ns: AtomicU64::new(0f64.to_bits()),
+            tail_factor: AtomicU64::new(1f64.to_bits()),
         }
     }
 
@@ -77,21 +100,24 @@ impl CostModel {
             (n == 1 || n % REFIT_EVERY == 0).then(|| fit(&samples))
         };
         if let Some(Some(line)) = refit {
-            self.fixed_ns
-                .store(line.fixed_ns.to_bits(), Ordering::Relaxed);
-            self.per_row_ns
-                .store(line.per_row_ns.to_bits(), Ordering::Relaxed);
+            self.publish(line);
         }
     }
 
     /// Refits now from every kept timing (after a warm-up profile, say).
     pub fn refit(&self) {
         if let Some(line) = fit(&self.samples.lock()) {
-            self.fixed_ns
-                .store(line.fixed_ns.to_bits(), Ordering::Relaxed);
-            self.per_row_ns
-                .store(line.per_row_ns.to_bits(), Ordering::Relaxed);
+            self.publish(line);
         }
+    }
+
+    fn publish(&self, line: Line) {
+        self.fixed_ns
+            .store(line.fixed_ns.to_bits(), Ordering::Relaxed);
+        self.per_row_ns
+            .store(line.per_row_ns.to_bits(), Ordering::Relaxed);
+        self.tail_factor
+            .store(line.tail_factor.to_bits(), Ordering::Relaxed);
     }
 
     /// Whether any timing has been recorded.
@@ -104,12 +130,18 @@ impl CostModel {
         Line {
             fixed_ns: f64::from_bits(self.fixed_ns.load(Ordering::Relaxed)),
             per_row_ns: f64::from_bits(self.per_row_ns.load(Ordering::Relaxed)),
+            tail_factor: f64::from_bits(self.tail_factor.load(Ordering::Relaxed)),
         }
     }
 
     /// Predicted time of a batch of `rows` (lock-free).
     pub fn predict(&self, rows: usize) -> Duration {
         self.line().predict(rows)
+    }
+
+    /// Time of a batch of `rows` that runs long (lock-free); see [`Line::predict_tail`].
+    pub fn predict_tail(&self, rows: usize) -> Duration {
+        self.line().predict_tail(rows)
     }
 }
 
@@ -123,6 +155,29 @@ fn median(values: &mut [f64]) -> f64 {
     }
 }
 
+/// The median, over sizes with enough timings, of a size's
+/// [`TAIL_QUANTILE`] timing over its median; 1 without such sizes.
+fn tail_factor(samples: &[VecDeque<u64>]) -> f64 {
+    let mut ratios: Vec<f64> = samples
+        .iter()
+        .filter(|ring| ring.len() >= SPREAD_MIN_SAMPLES)
+        .map(|ring| {
+            let mut values: Vec<f64> = ring.iter().map(|&ns| ns as f64).collect();
+            let mid = median(&mut values);
+            let high = values[((values.len() - 1) as f64 * TAIL_QUANTILE).round() as usize];
+            if mid > 0.0 {
+                high / mid
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    if ratios.is_empty() {
+        return 1.0;
+    }
+    median(&mut ratios).clamp(1.0, MAX_TAIL_FACTOR)
+}
+
 /// Theil–Sen line through the per-size medians; `None` without data.
 fn fit(samples: &[VecDeque<u64>]) -> Option<Line> {
     let points: Vec<(f64, f64)> = samples
@@ -134,6 +189,7 @@ fn fit(samples: &[VecDeque<u64>]) -> Option<Line> {
             ((i + 1) as f64, median(&mut values))
         })
         .collect();
+    let tail_factor = tail_factor(samples);
     match points.as_slice() {
         [] => None,
         // One size seen: all of its time is taken as fixed cost, the
@@ -141,6 +197,7 @@ fn fit(samples: &[VecDeque<u64>]) -> Option<Line> {
         [(_, t)] => Some(Line {
             fixed_ns: *t,
             per_row_ns: 0.0,
+            tail_factor,
         }),
         _ => {
             let mut slopes = Vec::with_capacity(points.len() * (points.len() - 1) / 2);
@@ -155,6 +212,7 @@ fn fit(samples: &[VecDeque<u64>]) -> Option<Line> {
             Some(Line {
                 fixed_ns: fixed,
                 per_row_ns: per_row,
+                tail_factor,
             })
         }
     }
@@ -224,6 +282,25 @@ mod tests {
         let line = model.line();
         assert!(line.fixed_ns < 1e3, "{line:?}");
         assert!((line.per_row_ns - 7e6).abs() < 1e3, "{line:?}");
+    }
+
+    #[test]
+    fn tail_factor_is_the_spread_of_the_slow_timings() {
+        let model = CostModel::new(8);
+        // Too few timings for a spread: none assumed.
+        for _ in 0..SPREAD_MIN_SAMPLES - 1 {
+            model.observe(4, us(100.0));
+        }
+        model.refit();
+        assert_eq!(model.line().tail_factor, 1.0);
+        // One batch in four runs 1.5x long: the 90th percentile is 1.5x the median.
+        for i in 0..SAMPLES_PER_SIZE {
+            model.observe(4, us(if i % 4 == 0 { 150.0 } else { 100.0 }));
+        }
+        model.refit();
+        assert_eq!(model.line().tail_factor, 1.5);
+        assert_eq!(model.predict(4), us(100.0));
+        assert_eq!(model.predict_tail(4), us(150.0));
     }
 
     #[test]

@@ -567,6 +567,7 @@ impl Server {
         let line = model.cost().line();
         d.set_item("cost_fixed_us", line.fixed_ns / 1e3)?;
         d.set_item("cost_per_row_us", line.per_row_ns / 1e3)?;
+        d.set_item("cost_tail_factor", line.tail_factor)?;
         let lanes = PyList::empty(py);
         for lane in &s.lanes {
             let l = PyDict::new(py);

@@ -355,12 +355,14 @@ class PriorityStatistics(_message.Message):
     def __init__(self, priority: _Optional[int] = ..., admitted: _Optional[int] = ..., refused: _Optional[int] = ..., expired: _Optional[int] = ..., cancelled: _Optional[int] = ..., completed: _Optional[int] = ..., failed: _Optional[int] = ..., queue: _Optional[_Union[LatencyPercentiles, _Mapping]] = ..., compute: _Optional[_Union[LatencyPercentiles, _Mapping]] = ..., end_to_end: _Optional[_Union[LatencyPercentiles, _Mapping]] = ...) -> None: ...
 
 class BatchCost(_message.Message):
-    __slots__ = ("fixed_us", "per_row_us")
+    __slots__ = ("fixed_us", "per_row_us", "tail_factor")
     FIXED_US_FIELD_NUMBER: _ClassVar[int]
     PER_ROW_US_FIELD_NUMBER: _ClassVar[int]
+    TAIL_FACTOR_FIELD_NUMBER: _ClassVar[int]
     fixed_us: float
     per_row_us: float
-    def __init__(self, fixed_us: _Optional[float] = ..., per_row_us: _Optional[float] = ...) -> None: ...
+    tail_factor: float
+    def __init__(self, fixed_us: _Optional[float] = ..., per_row_us: _Optional[float] = ..., tail_factor: _Optional[float] = ...) -> None: ...
 
 class ModelStatisticsResponse(_message.Message):
     __slots__ = ("model_stats",)

@@ -204,6 +204,7 @@ pub(super) fn statistics(spec: &ModelSpec, s: &StatsSnapshot, cost: Line) -> Mod
         batch_cost: Some(BatchCost {
             fixed_us: cost.fixed_ns / 1e3,
             per_row_us: cost.per_row_ns / 1e3,
+            tail_factor: cost.tail_factor,
         }),
     }
 }
