@@ -6,7 +6,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cost::CostModel;
+use crate::cost::{CostModel, Line};
 use crate::model::{BatchingConfig, ModelSpec, PolicyKind};
 
 /// What a policy sees of the queue and the instances when one is free.
@@ -38,6 +38,8 @@ pub struct AdmissionView {
     pub instances: usize,
     /// When each instance is predicted to be free, earliest first.
     pub earliest_free: Instant,
+    /// Rows admitted per second lately (0 before anything was measured).
+    pub arrival_rate: f64,
 }
 
 /// A policy's answer when an instance is free.
@@ -141,6 +143,10 @@ impl Policy for StaticPolicy {
 /// tail request waits for the batch that started just before it arrived,
 /// then for its own. The rest is left for the network, encoding and noise.
 const TAIL_BUDGET: f64 = 0.8;
+/// Throughput a batch cap may give up for shorter batches: the cap is the
+/// smallest batch within this fraction of the rows per second of the largest
+/// batch the objective allows.
+const EFFICIENCY_SLACK: f64 = 0.05;
 /// Utilisation per instance above which waiting for a larger batch pays.
 const BUSY_UTILISATION: f64 = 0.8;
 /// Fraction of a request's time to its deadline that admission keeps in
@@ -167,11 +173,34 @@ impl AdaptivePolicy {
         }
     }
 
-    /// The largest batch whose time, twice over, fits the objective's tail
-    /// budget (at least 1: a model slower than its objective still runs).
+    /// The most rows a batch takes: the smallest batch that is within
+    /// [`EFFICIENCY_SLACK`] of the most rows per second the objective
+    /// allows, so that a long queue is served in short batches when longer
+    /// ones would not be faster (at least 1).
     pub fn batch_cap(&self) -> usize {
         let line = self.cost.line();
-        let budget_ns = self.slo.as_nanos() as f64 * TAIL_BUDGET / 2.0;
+        let fits = self.latency_cap(&line);
+        let (a, c) = (line.fixed_ns, line.per_row_ns);
+        if a <= 0.0 {
+            // No fixed cost: one row is as efficient as any batch.
+            return 1;
+        }
+        // Rows per ns at the latency cap, and the batch size b reaching a
+        // fraction of it: b / (a + c·b) >= target  <=>  b >= target·a / (1 - target·c).
+        let target = (1.0 - EFFICIENCY_SLACK) * fits as f64 / (a + c * fits as f64);
+        let knee = (target * a / (1.0 - target * c)).ceil();
+        if knee.is_finite() && knee >= 1.0 {
+            (knee as usize).min(fits)
+        } else {
+            fits
+        }
+    }
+
+    /// The largest batch whose time when it runs long, twice over, fits the
+    /// objective's tail budget (at least 1: a model slower than its
+    /// objective still runs).
+    fn latency_cap(&self, line: &Line) -> usize {
+        let budget_ns = self.slo.as_nanos() as f64 * TAIL_BUDGET / 2.0 / line.tail_factor;
         if line.per_row_ns <= 0.0 {
             return if line.fixed_ns <= budget_ns {
                 self.max_batch_size
@@ -256,21 +285,26 @@ impl Policy for AdaptivePolicy {
         if !self.cost.is_calibrated() {
             return true;
         }
-        // The fastest the queue ahead can drain: full batches at the cap,
-        // spread over the instances, then this request's own batch.
+        // The queue ahead drains in full batches at the cap, spread over the
+        // instances; then this request's own batch runs, with the rows left
+        // over and those that arrive before it starts (they join it: its
+        // batch is larger than what is queued now). Each batch is taken as
+        // running long, so that what is admitted finishes in time even when
+        // the core is contended.
         let cap = self.batch_cap();
         let full_batches = view.rows_ahead / cap;
         let drain = self
             .cost
-            .predict(cap)
+            .predict_tail(cap)
             .mul_f64(full_batches as f64 / view.instances.max(1) as f64);
-        let own = self
-            .cost
-            .predict((view.rows_ahead % cap + view.rows).min(cap));
+        let start = view.earliest_free.max(view.now) + drain;
+        let joining = view.arrival_rate * (start - view.now).as_secs_f64();
+        let own_rows = (view.rows_ahead % cap + view.rows) as f64 + joining;
+        let own = self.cost.predict_tail((own_rows.ceil() as usize).min(cap));
         let margin = deadline
             .saturating_duration_since(view.now)
             .mul_f64(ADMISSION_MARGIN);
-        view.earliest_free.max(view.now) + drain + own + margin <= deadline
+        start + own + margin <= deadline
     }
 }
 
@@ -378,12 +412,23 @@ mod tests {
 
     #[test]
     fn adaptive_caps_batches_so_two_fit_the_objective() {
+        let latency_cap = |p: &AdaptivePolicy| p.latency_cap(&p.cost.line());
         // mlp-like: 2.1 ms at 64 fits twice in 10 ms.
-        assert_eq!(adaptive(400.0, 27.0, 10).batch_cap(), 64);
+        assert_eq!(latency_cap(&adaptive(400.0, 27.0, 10)), 64);
         // 1 ms per row: 2·(0.2 + b) ms <= 0.8·20 ms gives b = 7.
-        assert_eq!(adaptive(200.0, 1000.0, 20).batch_cap(), 7);
+        assert_eq!(latency_cap(&adaptive(200.0, 1000.0, 20)), 7);
         // Slower than the objective even alone: still one row at a time.
         assert_eq!(adaptive(50_000.0, 1000.0, 20).batch_cap(), 1);
+    }
+
+    #[test]
+    fn adaptive_cap_is_the_smallest_batch_near_the_best_throughput() {
+        // 64 rows give 30.1 rows/ms; 51 rows are the first to give 95% of it.
+        assert_eq!(adaptive(400.0, 27.0, 10).batch_cap(), 51);
+        // 7 rows give 0.97 rows/ms; 3 give 0.94 (95% is 0.92), 2 only 0.91.
+        assert_eq!(adaptive(200.0, 1000.0, 20).batch_cap(), 3);
+        // No fixed cost: batching gains nothing, so a queue is served row by row.
+        assert_eq!(adaptive(0.0, 7000.0, 200).batch_cap(), 1);
     }
 
     #[test]
@@ -391,7 +436,7 @@ mod tests {
         let p = adaptive(400.0, 27.0, 10);
         let mut v = view(1, 0);
         v.arrival_rate = 20_000.0;
-        assert_eq!(max_rows(p.decide(&v)), 64);
+        assert_eq!(max_rows(p.decide(&v)), p.batch_cap());
     }
 
     #[test]
@@ -450,17 +495,44 @@ mod tests {
             rows_ahead,
             instances: 1,
             earliest_free: now,
+            arrival_rate: 0.0,
         };
         // Nothing ahead: its own batch, 1.1 ms, and 10% of the time to the deadline.
         assert!(p.admit(&admission(0, 2)));
         assert!(!p.admit(&admission(0, 1)));
-        // 350 rows ahead: five full batches of 64 (7.4 ms each), then 31 rows
-        // (4.1 ms): 41.1 ms, which needs a deadline of 45.7 ms with the margin.
-        assert!(p.admit(&admission(350, 46)));
-        assert!(!p.admit(&admission(350, 45)));
+        // The cap is 47 rows (5.7 ms). 350 rows ahead: seven full batches
+        // (39.9 ms), then 21 rows and its own (3.2 ms): 43.1 ms, which needs
+        // a deadline of 47.9 ms with the margin.
+        assert_eq!(p.batch_cap(), 47);
+        assert!(p.admit(&admission(350, 48)));
+        assert!(!p.admit(&admission(350, 47)));
         // No deadline: admitted.
         let mut open = admission(10_000, 1);
         open.deadline = None;
         assert!(p.admit(&open));
+    }
+
+    #[test]
+    fn adaptive_admission_counts_the_rows_that_will_join_its_batch() {
+        let p = adaptive(1000.0, 100.0, 100);
+        let now = Instant::now();
+        let behind_a_full_batch = |arrival_rate, deadline_ms| AdmissionView {
+            now,
+            rows: 1,
+            deadline: Some(now + Duration::from_millis(deadline_ms)),
+            rows_ahead: 64,
+            instances: 1,
+            earliest_free: now,
+            arrival_rate,
+        };
+        // The cap is 47 rows (5.7 ms). Nothing arriving: a full batch ahead,
+        // then its own with the 17 rows left and itself (2.8 ms): 8.5 ms,
+        // 9.45 ms with the margin.
+        assert!(p.admit(&behind_a_full_batch(0.0, 10)));
+        // 10,000 rows/s: 57 rows arrive while the batch ahead runs and fill
+        // its own batch to the cap: 5.7 + 5.7 = 11.4 ms, 12.7 with the margin.
+        assert!(!p.admit(&behind_a_full_batch(10_000.0, 10)));
+        assert!(!p.admit(&behind_a_full_batch(10_000.0, 12)));
+        assert!(p.admit(&behind_a_full_batch(10_000.0, 13)));
     }
 }

@@ -42,6 +42,9 @@ pub struct Scheduler<T> {
     busy_until: Vec<AtomicU64>,
     epoch: Instant,
     rate: Mutex<RateMeter>,
+    /// The rate last measured by a consumer (f64 bits), for admission to
+    /// read without taking `rate`'s lock.
+    last_rate: AtomicU64,
 }
 
 impl<T: Job> Scheduler<T> {
@@ -63,6 +66,7 @@ impl<T: Job> Scheduler<T> {
             busy_until: (0..instances.max(1)).map(|_| AtomicU64::new(0)).collect(),
             epoch: Instant::now(),
             rate: Mutex::new(RateMeter::default()),
+            last_rate: AtomicU64::new(0f64.to_bits()),
         }
     }
 
@@ -77,6 +81,7 @@ impl<T: Job> Scheduler<T> {
             rows_ahead: self.queue.rows_ahead(item.priority()),
             instances: self.busy_until.len(),
             earliest_free: self.earliest_free(now),
+            arrival_rate: f64::from_bits(self.last_rate.load(Ordering::Relaxed)),
         };
         if !self.policy.admit(&view) {
             return Err(Rejected::Late(item));
@@ -157,6 +162,9 @@ impl<T: Job> Scheduler<T> {
                 .filter(|&(i, end)| i != instance && end > now)
                 .map(|(_, end)| end)
                 .min();
+            let arrival_rate = self.rate.lock().rate(now, self.queue.admitted_rows());
+            self.last_rate
+                .store(arrival_rate.to_bits(), Ordering::Relaxed);
             let view = QueueView {
                 now,
                 queued_rows: consumer.rows(),
@@ -164,7 +172,7 @@ impl<T: Job> Scheduler<T> {
                 earliest_deadline: consumer.heads().filter_map(Job::deadline).min(),
                 instances: self.busy_until.len(),
                 next_free: others_free,
-                arrival_rate: self.rate.lock().rate(now, self.queue.admitted_rows()),
+                arrival_rate,
             };
             let decision = match self.policy.decide(&view) {
                 // Draining: nothing more will arrive to fill a batch.
