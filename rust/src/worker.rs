@@ -90,9 +90,6 @@ fn execute(context: &Context, instance: usize, executor: &mut dyn Executor, batc
     let assembled = Instant::now();
     let result = guarded(executor, inputs, &outputs);
     let executed = Instant::now();
-    context
-        .scheduler
-        .finished(instance, rows, executed - assembled);
     let answers =
         result.and_then(|results| batch::split(&context.spec, &requests, &outputs, results));
     let timing = BatchTiming {
@@ -129,6 +126,10 @@ fn execute(context: &Context, instance: usize, executor: &mut dyn Executor, batc
             }
         }
     }
+    // The instance was busy for all of it, not only for the model's run:
+    // assembling, splitting and answering are part of what a batch costs,
+    // and much of its fixed part when the model itself has none.
+    context.scheduler.finished(instance, rows, start.elapsed());
 }
 
 /// Repetitions per batch size in the warm-up profile.
