@@ -171,6 +171,14 @@ def test_overload_is_refused_at_once_and_the_admitted_meet_the_objective(
     # them (the client's own figure here includes a load generator sharing the
     # server's cores).
     assert lane.end_to_end.p50_us < 30_000, lane.end_to_end
+    # The reserve admission learnt from late requests stays within its bounds.
+    import urllib.request
+
+    text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
+    line = next(
+        x for x in text.splitlines() if x.startswith('tidal_admission_reserve{model="tight"}')
+    )
+    assert 0.0 <= float(line.split()[-1]) <= 0.5, line
 
 
 def test_statistics_report_priorities_and_the_fitted_cost(server: TidalServer) -> None:
@@ -211,6 +219,7 @@ def test_metrics_show_priorities(server: TidalServer) -> None:
     )
     assert 'tidal_batch_cost_seconds{model="slow_adaptive",term="fixed"}' in text
     assert 'tidal_batch_cost_tail_factor{model="slow_adaptive"}' in text
+    assert 'tidal_admission_reserve{model="slow_adaptive"}' in text
 
 
 def test_repository_of_the_example_models_is_adaptive(repo: Path) -> None:

@@ -27,6 +27,8 @@ Series, each labelled with `model`:
   (fixed, per_row)
 - `tidal_batch_cost_tail_factor`: how much longer a slow batch runs than the
   fitted cost says
+- `tidal_admission_reserve`: the share of a request's time to its deadline
+  that admission keeps back, learnt from admitted requests that finished late
 """
 
 from __future__ import annotations
@@ -121,6 +123,12 @@ class StatisticsCollector:
             "The fitted batch cost t(b) = fixed + per_row * b that the scheduler uses.",
             labels=["model", "term"],
         )
+        reserve = GaugeMetricFamily(
+            "tidal_admission_reserve",
+            "Share of a request's time to its deadline that admission keeps back,"
+            " learnt from admitted requests that finished late (0 when none do).",
+            labels=["model"],
+        )
         tail = GaugeMetricFamily(
             "tidal_batch_cost_tail_factor",
             "How much longer than the fitted cost a slow batch (90th percentile) runs;"
@@ -167,6 +175,7 @@ class StatisticsCollector:
             for term in ("fixed", "per_row"):
                 cost.add_metric([name, term], float(stats.get(f"cost_{term}_us", 0.0)) * 1e-6)
             tail.add_metric(model, float(stats.get("cost_tail_factor", 1.0)))
+            reserve.add_metric(model, float(stats.get("admission_reserve", 0.0)))
 
         yield from (
             requests,
@@ -183,6 +192,7 @@ class StatisticsCollector:
             latency,
             cost,
             tail,
+            reserve,
         )
 
 

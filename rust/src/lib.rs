@@ -7,6 +7,7 @@
 pub mod batch;
 pub mod cost;
 pub mod error;
+pub mod feedback;
 pub mod gate;
 pub mod loadgen;
 pub mod model;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cost::{CostModel, Line};
+use crate::feedback::SERVER_SHARE;
 use crate::model::{BatchingConfig, ModelSpec, PolicyKind};
 
 /// What a policy sees of the queue and the instances when one is free.
@@ -40,6 +41,9 @@ pub struct AdmissionView {
     pub earliest_free: Instant,
     /// Rows admitted per second lately (0 before anything was measured).
     pub arrival_rate: f64,
+    /// Extra share of the time to the deadline to keep back, learnt from
+    /// admitted requests that turned out late (see `feedback`).
+    pub reserve: f64,
 }
 
 /// A policy's answer when an instance is free.
@@ -149,10 +153,6 @@ const TAIL_BUDGET: f64 = 0.8;
 const EFFICIENCY_SLACK: f64 = 0.05;
 /// Utilisation per instance above which waiting for a larger batch pays.
 const BUSY_UTILISATION: f64 = 0.8;
-/// Fraction of a request's time to its deadline that admission keeps in
-/// reserve: it is admitted only if predicted to finish that much early,
-/// leaving time for the network, encoding and prediction error.
-const ADMISSION_MARGIN: f64 = 0.1;
 
 /// Decides from the measured cost of batches, the arrival rate and the
 /// deadlines in the queue; see docs/scheduling.md.
@@ -301,10 +301,10 @@ impl Policy for AdaptivePolicy {
         let joining = view.arrival_rate * (start - view.now).as_secs_f64();
         let own_rows = (view.rows_ahead % cap + view.rows) as f64 + joining;
         let own = self.cost.predict_tail((own_rows.ceil() as usize).min(cap));
-        let margin = deadline
-            .saturating_duration_since(view.now)
-            .mul_f64(ADMISSION_MARGIN);
-        start + own + margin <= deadline
+        // Only the server's share of the time left is the server's to use;
+        // the reserve keeps back more while admitted requests turn out late.
+        let usable = (SERVER_SHARE - view.reserve).max(0.0);
+        start + own <= view.now + deadline.saturating_duration_since(view.now).mul_f64(usable)
     }
 }
 
@@ -496,16 +496,25 @@ mod tests {
             instances: 1,
             earliest_free: now,
             arrival_rate: 0.0,
+            reserve: 0.0,
         };
-        // Nothing ahead: its own batch, 1.1 ms, and 10% of the time to the deadline.
+        // Nothing ahead: its own batch, 1.1 ms, within 85% of the time to the deadline.
         assert!(p.admit(&admission(0, 2)));
         assert!(!p.admit(&admission(0, 1)));
         // The cap is 47 rows (5.7 ms). 350 rows ahead: seven full batches
         // (39.9 ms), then 21 rows and its own (3.2 ms): 43.1 ms, which needs
-        // a deadline of 47.9 ms with the margin.
+        // a deadline of 50.7 ms.
         assert_eq!(p.batch_cap(), 47);
-        assert!(p.admit(&admission(350, 48)));
-        assert!(!p.admit(&admission(350, 47)));
+        assert!(p.admit(&admission(350, 51)));
+        assert!(!p.admit(&admission(350, 50)));
+        // A reserve learnt from late requests keeps back more: 43.1 ms is
+        // then 65% of at least 66.3 ms.
+        let reserved = |deadline_ms| AdmissionView {
+            reserve: 0.2,
+            ..admission(350, deadline_ms)
+        };
+        assert!(!p.admit(&reserved(66)));
+        assert!(p.admit(&reserved(67)));
         // No deadline: admitted.
         let mut open = admission(10_000, 1);
         open.deadline = None;
@@ -524,15 +533,17 @@ mod tests {
             instances: 1,
             earliest_free: now,
             arrival_rate,
+            reserve: 0.0,
         };
         // The cap is 47 rows (5.7 ms). Nothing arriving: a full batch ahead,
         // then its own with the 17 rows left and itself (2.8 ms): 8.5 ms,
-        // 9.45 ms with the margin.
-        assert!(p.admit(&behind_a_full_batch(0.0, 10)));
+        // 85% of 10 ms.
+        assert!(p.admit(&behind_a_full_batch(0.0, 11)));
+        assert!(!p.admit(&behind_a_full_batch(0.0, 9)));
         // 10,000 rows/s: 57 rows arrive while the batch ahead runs and fill
-        // its own batch to the cap: 5.7 + 5.7 = 11.4 ms, 12.7 with the margin.
-        assert!(!p.admit(&behind_a_full_batch(10_000.0, 10)));
-        assert!(!p.admit(&behind_a_full_batch(10_000.0, 12)));
-        assert!(p.admit(&behind_a_full_batch(10_000.0, 13)));
+        // its own batch to the cap: 5.7 + 5.7 = 11.4 ms, 85% of 13.4 ms.
+        assert!(!p.admit(&behind_a_full_batch(10_000.0, 11)));
+        assert!(!p.admit(&behind_a_full_batch(10_000.0, 13)));
+        assert!(p.admit(&behind_a_full_batch(10_000.0, 14)));
     }
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::cost::CostModel;
+use crate::feedback::Lateness;
 use crate::policy::{AdmissionView, Decision, Policy, QueueView};
 use crate::queue::{DropReason, Job, Queue, Refused};
 
@@ -45,6 +46,7 @@ pub struct Scheduler<T> {
     /// The rate last measured by a consumer (f64 bits), for admission to
     /// read without taking `rate`'s lock.
     last_rate: AtomicU64,
+    lateness: Lateness,
 }
 
 impl<T: Job> Scheduler<T> {
@@ -67,6 +69,7 @@ impl<T: Job> Scheduler<T> {
             epoch: Instant::now(),
             rate: Mutex::new(RateMeter::default()),
             last_rate: AtomicU64::new(0f64.to_bits()),
+            lateness: Lateness::default(),
         }
     }
 
@@ -82,6 +85,7 @@ impl<T: Job> Scheduler<T> {
             instances: self.busy_until.len(),
             earliest_free: self.earliest_free(now),
             arrival_rate: f64::from_bits(self.last_rate.load(Ordering::Relaxed)),
+            reserve: self.lateness.reserve(),
         };
         if !self.policy.admit(&view) {
             return Err(Rejected::Late(item));
@@ -117,6 +121,19 @@ impl<T: Job> Scheduler<T> {
     pub fn finished(&self, instance: usize, rows: usize, compute: Duration) {
         self.busy_until[instance].store(0, Ordering::Relaxed);
         self.cost.observe(rows, compute);
+    }
+
+    /// `punctual` admitted requests finished within the server's share of
+    /// their time and `late` ones did not (or expired in the queue);
+    /// admission learns from it.
+    pub fn settled(&self, punctual: usize, late: usize) {
+        self.lateness.record(punctual, late);
+    }
+
+    /// The share of a request's time to its deadline that admission keeps
+    /// back now, beyond the network's.
+    pub fn admission_reserve(&self) -> f64 {
+        self.lateness.reserve()
     }
 
     fn nanos(&self, at: Instant) -> u64 {

@@ -148,6 +148,12 @@ impl ServedModel {
         self.scheduler.cost()
     }
 
+    /// The share of a request's time to its deadline that admission keeps
+    /// back now, learnt from admitted requests that turned out late.
+    pub fn admission_reserve(&self) -> f64 {
+        self.scheduler.admission_reserve()
+    }
+
     /// Requests admitted and waiting.
     pub fn queued(&self) -> usize {
         self.scheduler.queued()

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::batch::{self, BatchInput, BatchOutput};
 use crate::cost::CostModel;
 use crate::error::CoreError;
+use crate::feedback;
 use crate::model::ModelSpec;
 use crate::queue::DropReason;
 use crate::scheduler::Scheduler;
@@ -43,6 +44,7 @@ pub(crate) fn run(context: &Context, instance: usize, mut executor: Box<dyn Exec
         let model = context.spec.name.clone();
         let error = match reason {
             DropReason::Expired => {
+                context.scheduler.settled(0, 1);
                 context.stats.expired(priority, waited);
                 CoreError::DeadlineExceeded { model, waited }
             }
@@ -100,6 +102,17 @@ fn execute(context: &Context, instance: usize, executor: &mut dyn Executor, batc
         output: Instant::now() - executed,
     };
     context.stats.batch(timing);
+    let finished = Instant::now();
+    let late = batch
+        .iter()
+        .filter_map(|p| p.request.deadline.map(|d| (p.request.arrival, d)))
+        .filter(|&(arrival, deadline)| !feedback::punctual(arrival, deadline, finished))
+        .count();
+    let timed = batch
+        .iter()
+        .filter(|p| p.request.deadline.is_some())
+        .count();
+    context.scheduler.settled(timed - late, late);
     match answers {
         Ok(answers) => {
             for (pending, answer) in batch.into_iter().zip(answers) {

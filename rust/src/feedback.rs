@@ -1,0 +1,111 @@
+//! Admission's feedback from what became of the requests it admitted.
+//!
+//! Admission predicts from the cost model; what the model cannot see (the
+//! network thread taking the core in the middle of a batch, batches smaller
+//! than the cap, a neighbour on a shared machine) shows up afterwards as
+//! requests that finish late or expire in the queue. [`Lateness`] turns those
+//! outcomes into a *reserve*: an extra share of each request's time to its
+//! deadline that admission keeps back. It rises by a step for every late
+//! request and falls by a small step for every punctual one, so that it
+//! settles where about [`TARGET_LATE`] of the admitted requests are late
+//! (additive increase, slow decrease: the reserve reacts within a batch to
+//! lateness and gives it back over a few hundred punctual requests).
+//!
+//! "Late" is measured against the server's share of the deadline,
+//! [`SERVER_SHARE`] of the time from arrival to deadline: the rest belongs to
+//! the network and the encoding on either side, which the server's clock does
+//! not see.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// Share of a request's time from arrival to deadline that the server may
+/// use; the rest is left to the network on either side of it.
+pub const SERVER_SHARE: f64 = 0.85;
+/// Fraction of admitted requests allowed to be late at equilibrium.
+pub const TARGET_LATE: f64 = 0.01;
+/// The reserve's rise per late request.
+const STEP: f64 = 0.02;
+/// The reserve's bound: beyond half the time to the deadline, a larger
+/// reserve only refuses what the queue could still serve.
+pub const MAX_RESERVE: f64 = 0.5;
+
+/// Whether a request that arrived at `arrival` with `deadline` and finished
+/// at `finished` was punctual by the server's share of its time.
+pub fn punctual(arrival: Instant, deadline: Instant, finished: Instant) -> bool {
+    let budget = deadline.saturating_duration_since(arrival);
+    finished <= arrival + budget.mul_f64(SERVER_SHARE)
+}
+
+/// The admission reserve, adapted from outcomes (lock-free).
+#[derive(Debug)]
+pub struct Lateness {
+    reserve: AtomicU64,
+}
+
+impl Default for Lateness {
+    fn default() -> Self {
+        Self {
+            reserve: AtomicU64::new(0f64.to_bits()),
+        }
+    }
+}
+
+impl Lateness {
+    /// The share of the time to its deadline that admission keeps back now.
+    pub fn reserve(&self) -> f64 {
+        f64::from_bits(self.reserve.load(Ordering::Relaxed))
+    }
+
+    /// Records `punctual` and `late` outcomes of admitted requests.
+    pub fn record(&self, punctual: usize, late: usize) {
+        if punctual == 0 && late == 0 {
+            return;
+        }
+        let fall = STEP * TARGET_LATE / (1.0 - TARGET_LATE);
+        let delta = late as f64 * STEP - punctual as f64 * fall;
+        // Workers of one model race here rarely (once per batch each); a lost
+        // update only delays the reserve by one batch, so one try suffices.
+        let current = self.reserve.load(Ordering::Relaxed);
+        let next = (f64::from_bits(current) + delta).clamp(0.0, MAX_RESERVE);
+        let _ = self.reserve.compare_exchange(
+            current,
+            next.to_bits(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn punctual_means_within_the_servers_share() {
+        let t0 = Instant::now();
+        let deadline = t0 + Duration::from_millis(100);
+        assert!(punctual(t0, deadline, t0 + Duration::from_millis(85)));
+        assert!(!punctual(t0, deadline, t0 + Duration::from_millis(86)));
+    }
+
+    #[test]
+    fn reserve_rises_with_lateness_and_settles_near_the_target() {
+        let l = Lateness::default();
+        assert_eq!(l.reserve(), 0.0);
+        l.record(0, 10);
+        assert!((l.reserve() - 10.0 * STEP).abs() < 1e-12);
+        // At the target rate of lateness it holds still: one late per 99 punctual.
+        for _ in 0..10 {
+            l.record(99, 1);
+        }
+        assert!((l.reserve() - 10.0 * STEP).abs() < 1e-9, "{}", l.reserve());
+        // Bounded however late things get.
+        l.record(0, 1000);
+        assert_eq!(l.reserve(), MAX_RESERVE);
+        // All punctual: it is given back, down to nothing.
+        l.record(1_000_000, 0);
+        assert_eq!(l.reserve(), 0.0);
+    }
+}
