@@ -15,7 +15,7 @@ from minute to minute.
 
 Usage:
     python benchmarks/scenarios/probe.py --model transformer_large --slo-ms 100 \\
-        --max-batch 32 --rate 2500 [--flood 1500] [--duration 5] [--rounds 1]
+        --max-batch 32 --rate 2500[,R...] [--flood 1500] [--duration 5] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -90,24 +90,27 @@ def probe(args: argparse.Namespace, repo: Path, round_: int) -> None:
                 seed=seed,
             )
 
-        loads = [("online", at(1), args.rate, 1)]
-        if args.flood:
-            loads.append(("flood", at(2), args.flood, 2))
-        threads = [threading.Thread(target=drive, args=load) for load in loads]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        print(f"round {round_}: {args.model}, {args.policy}, slo {args.slo_ms:g} ms")
-        for name, r in results.items():
-            print(
-                f"  client, {name}: offered {r.offered_rate:.0f}/s answered "
-                f"{r.throughput:.0f}/s goodput {r.goodput:.0f}/s p50 {r.p50_ms:.2f} "
-                f"p99 {r.p99_ms:.2f} ms, mean batch {r.mean_batch_size or 0:.1f}, "
-                f"errors {r.errors}"
-            )
-        for line in server_figures(server.target, "m"):
-            print(line)
+        online, flood = at(1), at(2)
+        for rate in (float(r) for r in args.rate.split(",")):
+            loads = [("online", online, rate, 1)]
+            if args.flood:
+                loads.append(("flood", flood, args.flood, 2))
+            threads = [threading.Thread(target=drive, args=load) for load in loads]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            print(f"round {round_}: {args.model}, {args.policy}, slo {args.slo_ms:g} ms")
+            for name, r in results.items():
+                print(
+                    f"  client, {name}: offered {r.offered_rate:.0f}/s answered "
+                    f"{r.throughput:.0f}/s goodput {r.goodput:.0f}/s p50 {r.p50_ms:.2f} "
+                    f"p99 {r.p99_ms:.2f} ms, mean batch {r.mean_batch_size or 0:.1f}, "
+                    f"errors {r.errors}"
+                )
+            # The server's figures cover the whole round so far.
+            for line in server_figures(server.target, "m"):
+                print(line)
 
 
 def main() -> int:
@@ -118,7 +121,9 @@ def main() -> int:
     parser.add_argument("--slo-ms", type=float, default=10.0)
     parser.add_argument("--max-batch", type=int, default=64)
     parser.add_argument("--policy", default="adaptive", choices=("adaptive", "static"))
-    parser.add_argument("--rate", type=float, required=True, help="online requests/s")
+    parser.add_argument(
+        "--rate", required=True, help="online requests/s; R,R,... runs each in turn on one server"
+    )
     parser.add_argument("--flood", type=float, default=0.0, help="batch-priority requests/s")
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)

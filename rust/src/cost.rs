@@ -208,7 +208,17 @@ fn fit(samples: &[VecDeque<u64>]) -> Option<Line> {
             }
             let per_row = median(&mut slopes).max(0.0);
             let mut intercepts: Vec<f64> = points.iter().map(|&(b, t)| t - per_row * b).collect();
-            let fixed = median(&mut intercepts).max(0.0);
+            let mut fixed = median(&mut intercepts).max(0.0);
+            // A batch of one row is the best measured size (light load runs
+            // little else), and its time beyond one row's share is what
+            // every batch pays. The median intercept can fall below it when
+            // the large sizes' timings are older and cheaper (the warm-up
+            // profile runs on an idle core and times the model alone);
+            // underestimating the fixed part would make batching look
+            // useless and batches too small to keep up.
+            if let Some(&(b, t)) = points.first().filter(|&&(b, _)| b == 1.0) {
+                fixed = fixed.max(t - per_row * b);
+            }
             Some(Line {
                 fixed_ns: fixed,
                 per_row_ns: per_row,
@@ -282,6 +292,22 @@ mod tests {
         let line = model.line();
         assert!(line.fixed_ns < 1e3, "{line:?}");
         assert!((line.per_row_ns - 7e6).abs() < 1e3, "{line:?}");
+    }
+
+    #[test]
+    fn the_fixed_part_is_at_least_what_one_row_costs_beyond_its_share() {
+        let model = CostModel::new(64);
+        // Cheap large batches (timed alone on an idle core) and a dearer
+        // single row (timed in service, with its answering and the
+        // network's share): the line passes through the single row.
+        for b in [2, 4, 8, 16, 32, 64] {
+            model.observe(b, us(60.0 * b as f64));
+        }
+        model.observe(1, us(300.0));
+        model.refit();
+        let line = model.line();
+        assert!((line.per_row_ns - 60e3).abs() < 1.0, "{line:?}");
+        assert!((line.fixed_ns - 240e3).abs() < 1.0, "{line:?}");
     }
 
     #[test]

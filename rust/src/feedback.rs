@@ -5,11 +5,14 @@
 //! than the cap, a neighbour on a shared machine) shows up afterwards as
 //! requests that finish late or expire in the queue. [`Lateness`] turns those
 //! outcomes into a *reserve*: an extra share of each request's time to its
-//! deadline that admission keeps back. It rises by a step for every late
-//! request and falls by a small step for every punctual one, so that it
-//! settles where about [`TARGET_LATE`] of the admitted requests are late
-//! (additive increase, slow decrease: the reserve reacts within a batch to
-//! lateness and gives it back over a few hundred punctual requests).
+//! deadline that admission keeps back. After each batch it moves by a step
+//! times the batch's late fraction less [`TARGET_LATE`], so it settles where
+//! about that fraction of the admitted requests are late: a batch all late
+//! raises it by one step, a punctual batch lowers it by a hundredth of one.
+//! Lateness comes in bursts (one slow batch makes the whole queue behind it
+//! late), which is why it moves per batch and not per request: counted per
+//! request, one burst would throw the reserve to its bound and refuse most of
+//! the load until it decayed.
 //!
 //! "Late" is measured against the server's share of the deadline,
 //! [`SERVER_SHARE`] of the time from arrival to deadline: the rest belongs to
@@ -24,8 +27,8 @@ use std::time::Instant;
 pub const SERVER_SHARE: f64 = 0.85;
 /// Fraction of admitted requests allowed to be late at equilibrium.
 pub const TARGET_LATE: f64 = 0.01;
-/// The reserve's rise per late request.
-const STEP: f64 = 0.02;
+/// The reserve's rise after a batch that is all late.
+const STEP: f64 = 0.05;
 /// The reserve's bound: beyond half the time to the deadline, a larger
 /// reserve only refuses what the queue could still serve.
 pub const MAX_RESERVE: f64 = 0.5;
@@ -57,13 +60,14 @@ impl Lateness {
         f64::from_bits(self.reserve.load(Ordering::Relaxed))
     }
 
-    /// Records `punctual` and `late` outcomes of admitted requests.
+    /// Records one batch's outcomes: `punctual` and `late` admitted requests
+    /// (those that expired in the queue since the last batch count as late).
     pub fn record(&self, punctual: usize, late: usize) {
-        if punctual == 0 && late == 0 {
+        let n = punctual + late;
+        if n == 0 {
             return;
         }
-        let fall = STEP * TARGET_LATE / (1.0 - TARGET_LATE);
-        let delta = late as f64 * STEP - punctual as f64 * fall;
+        let delta = STEP * (late as f64 / n as f64 - TARGET_LATE);
         // Workers of one model race here rarely (once per batch each); a lost
         // update only delays the reserve by one batch, so one try suffices.
         let current = self.reserve.load(Ordering::Relaxed);
@@ -94,18 +98,29 @@ mod tests {
     fn reserve_rises_with_lateness_and_settles_near_the_target() {
         let l = Lateness::default();
         assert_eq!(l.reserve(), 0.0);
-        l.record(0, 10);
-        assert!((l.reserve() - 10.0 * STEP).abs() < 1e-12);
+        // A batch all late: one step, however many requests it held.
+        l.record(0, 40);
+        let one = STEP * (1.0 - TARGET_LATE);
+        assert!((l.reserve() - one).abs() < 1e-12);
         // At the target rate of lateness it holds still: one late per 99 punctual.
         for _ in 0..10 {
             l.record(99, 1);
         }
-        assert!((l.reserve() - 10.0 * STEP).abs() < 1e-9, "{}", l.reserve());
+        assert!((l.reserve() - one).abs() < 1e-9, "{}", l.reserve());
+        // Half late: half a step up.
+        l.record(5, 5);
+        assert!((l.reserve() - one - STEP * (0.5 - TARGET_LATE)).abs() < 1e-9);
         // Bounded however late things get.
-        l.record(0, 1000);
+        for _ in 0..100 {
+            l.record(0, 10);
+        }
         assert_eq!(l.reserve(), MAX_RESERVE);
-        // All punctual: it is given back, down to nothing.
-        l.record(1_000_000, 0);
-        assert_eq!(l.reserve(), 0.0);
+        // Punctual batches give it back, a hundredth of a step each.
+        for _ in 0..999 {
+            l.record(10, 0);
+        }
+        assert!(l.reserve() > 0.0);
+        l.record(10, 0);
+        assert!(l.reserve() < 1e-9, "{}", l.reserve());
     }
 }

@@ -123,9 +123,9 @@ impl<T: Job> Scheduler<T> {
         self.cost.observe(rows, compute);
     }
 
-    /// `punctual` admitted requests finished within the server's share of
-    /// their time and `late` ones did not (or expired in the queue);
-    /// admission learns from it.
+    /// One batch's outcomes: `punctual` admitted requests finished within
+    /// the server's share of their time and `late` ones did not (or expired
+    /// in the queue); admission learns from it.
     pub fn settled(&self, punctual: usize, late: usize) {
         self.lateness.record(punctual, late);
     }

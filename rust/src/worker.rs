@@ -38,13 +38,16 @@ pub(crate) struct Context {
 
 /// Serves batches as instance `instance` until the model's queue is closed and drained.
 pub(crate) fn run(context: &Context, instance: usize, mut executor: Box<dyn Executor>) {
+    // Requests that expired in the queue since the last batch; admission
+    // hears of them with that batch's outcomes.
+    let expired = std::cell::Cell::new(0usize);
     let mut dropped = |pending: Pending, reason: DropReason| {
         let waited = pending.request.arrival.elapsed();
         let priority = pending.request.priority;
         let model = context.spec.name.clone();
         let error = match reason {
             DropReason::Expired => {
-                context.scheduler.settled(0, 1);
+                expired.set(expired.get() + 1);
                 context.stats.expired(priority, waited);
                 CoreError::DeadlineExceeded { model, waited }
             }
@@ -56,7 +59,7 @@ pub(crate) fn run(context: &Context, instance: usize, mut executor: Box<dyn Exec
         let _ = pending.reply.send(Err(error));
     };
     while let Some(batch) = context.scheduler.next_batch(instance, &mut dropped) {
-        execute(context, instance, executor.as_mut(), batch);
+        execute(context, instance, executor.as_mut(), batch, expired.take());
         // Where the network threads share this core, the answers just sent
         // and the requests that arrived during the batch wait for it; without
         // this they would wait out the next batch too (or the scheduler's
@@ -77,7 +80,13 @@ fn guarded(
     .unwrap_or_else(|_| Err("the executor panicked".into()))
 }
 
-fn execute(context: &Context, instance: usize, executor: &mut dyn Executor, batch: Vec<Pending>) {
+fn execute(
+    context: &Context,
+    instance: usize,
+    executor: &mut dyn Executor,
+    batch: Vec<Pending>,
+    expired: usize,
+) {
     let start = Instant::now();
     for pending in &batch {
         context
@@ -112,7 +121,7 @@ fn execute(context: &Context, instance: usize, executor: &mut dyn Executor, batc
         .iter()
         .filter(|p| p.request.deadline.is_some())
         .count();
-    context.scheduler.settled(timed - late, late);
+    context.scheduler.settled(timed - late, late + expired);
     match answers {
         Ok(answers) => {
             for (pending, answer) in batch.into_iter().zip(answers) {
