@@ -26,8 +26,9 @@ demo: build ## serve the example models, drive load, print the latency/throughpu
 	$(VENV)/bin/tidal demo
 
 .PHONY: test
-test: build ## cargo test (with the loom model check), then pytest against real servers on 127.0.0.1
+test: build ## cargo test (with the loom model check and each benchmark run once), then pytest against real servers on 127.0.0.1
 	cargo test --quiet
+	cargo test --quiet --benches
 	$(MAKE) --no-print-directory loom
 	$(VENV)/bin/pytest
 
