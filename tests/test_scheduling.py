@@ -89,7 +89,12 @@ def test_one_ms_deadline_behind_a_loaded_queue_is_never_computed(server: TidalSe
             if gone >= 1 or time.monotonic() > deadline:
                 break
             time.sleep(0.02)
-        assert gone == 1, after.priority_stats
+        # With a 1 ms deadline on a loaded machine the client may give up
+        # before the request leaves it; if it reached the server, the server
+        # refused or dropped it: either way it is accounted for.
+        seen = lane.admitted + lane.refused - lane_before.admitted - lane_before.refused
+        assert seen in (20, 21), after.priority_stats
+        assert gone == seen - 20, after.priority_stats
         # Only the 20 flooded images reached the model.
         assert after.inference_count - before.inference_count == 20
         assert lane.completed - lane_before.completed == 20
