@@ -157,9 +157,9 @@ class Server:
         completed_count, queue_depth, batch_sizes (batch size -> number of
         batches), the fitted batch cost (cost_fixed_us, cost_per_row_us and
         cost_tail_factor, floats), admission_reserve (float, the share of a
-        request's time to its deadline admission keeps back) and priorities (one dict per level: outcome
-        counts and latency quantiles such as end_to_end_p99_us). Raises
-        KeyError if absent.
+        request's time to its deadline admission keeps back) and priorities
+        (one dict per level: outcome counts and latency quantiles such as
+        end_to_end_p99_us). Raises KeyError if absent.
         """
         ...
     def stop(self, grace_s: float = 5.0) -> None:
