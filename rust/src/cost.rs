@@ -138,11 +138,6 @@ impl CostModel {
     pub fn predict(&self, rows: usize) -> Duration {
         self.line().predict(rows)
     }
-
-    /// Time of a batch of `rows` that runs long (lock-free); see [`Line::predict_tail`].
-    pub fn predict_tail(&self, rows: usize) -> Duration {
-        self.line().predict_tail(rows)
-    }
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -155,41 +150,27 @@ fn median(values: &mut [f64]) -> f64 {
     }
 }
 
-/// The median, over sizes with enough timings, of a size's
-/// [`TAIL_QUANTILE`] timing over its median; 1 without such sizes.
-fn tail_factor(samples: &[VecDeque<u64>]) -> f64 {
-    let mut ratios: Vec<f64> = samples
-        .iter()
-        .filter(|ring| ring.len() >= SPREAD_MIN_SAMPLES)
-        .map(|ring| {
-            let mut values: Vec<f64> = ring.iter().map(|&ns| ns as f64).collect();
-            let mid = median(&mut values);
-            let high = values[((values.len() - 1) as f64 * TAIL_QUANTILE).round() as usize];
-            if mid > 0.0 {
-                high / mid
-            } else {
-                1.0
-            }
-        })
-        .collect();
-    if ratios.is_empty() {
-        return 1.0;
-    }
-    median(&mut ratios).clamp(1.0, MAX_TAIL_FACTOR)
-}
-
-/// Theil–Sen line through the per-size medians; `None` without data.
+/// Theil–Sen line through the per-size medians, with the tail factor of
+/// the sizes with enough timings; `None` without data.
 fn fit(samples: &[VecDeque<u64>]) -> Option<Line> {
-    let points: Vec<(f64, f64)> = samples
-        .iter()
-        .enumerate()
-        .filter(|(_, ring)| !ring.is_empty())
-        .map(|(i, ring)| {
-            let mut values: Vec<f64> = ring.iter().map(|&ns| ns as f64).collect();
-            ((i + 1) as f64, median(&mut values))
-        })
-        .collect();
-    let tail_factor = tail_factor(samples);
+    // One sort per size serves both its median (a point of the line) and
+    // its spread.
+    let mut points: Vec<(f64, f64)> = Vec::new();
+    let mut ratios: Vec<f64> = Vec::new();
+    for (i, ring) in samples.iter().enumerate().filter(|(_, r)| !r.is_empty()) {
+        let mut values: Vec<f64> = ring.iter().map(|&ns| ns as f64).collect();
+        let mid = median(&mut values);
+        points.push(((i + 1) as f64, mid));
+        if values.len() >= SPREAD_MIN_SAMPLES {
+            let high = values[((values.len() - 1) as f64 * TAIL_QUANTILE).round() as usize];
+            ratios.push(if mid > 0.0 { high / mid } else { 1.0 });
+        }
+    }
+    let tail_factor = if ratios.is_empty() {
+        1.0
+    } else {
+        median(&mut ratios).clamp(1.0, MAX_TAIL_FACTOR)
+    };
     match points.as_slice() {
         [] => None,
         // One size seen: all of its time is taken as fixed cost, the
@@ -326,7 +307,7 @@ mod tests {
         model.refit();
         assert_eq!(model.line().tail_factor, 1.5);
         assert_eq!(model.predict(4), us(100.0));
-        assert_eq!(model.predict_tail(4), us(150.0));
+        assert_eq!(model.line().predict_tail(4), us(150.0));
     }
 
     #[test]

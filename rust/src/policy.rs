@@ -176,10 +176,10 @@ impl AdaptivePolicy {
     /// The most rows a batch takes: the smallest batch that is within
     /// [`EFFICIENCY_SLACK`] of the most rows per second the objective
     /// allows, so that a long queue is served in short batches when longer
-    /// ones would not be faster (at least 1).
-    pub fn batch_cap(&self) -> usize {
-        let line = self.cost.line();
-        let fits = self.latency_cap(&line);
+    /// ones would not be faster (at least 1). `line` is the cost model's
+    /// line, read once per decision.
+    pub fn batch_cap(&self, line: &Line) -> usize {
+        let fits = self.latency_cap(line);
         let (a, c) = (line.fixed_ns, line.per_row_ns);
         if a <= 0.0 {
             // No fixed cost: one row is as efficient as any batch.
@@ -219,8 +219,7 @@ impl AdaptivePolicy {
     /// The batch size at which `instances` instances, each busy for t(b) per
     /// b rows, keep up with `rate` rows/s at [`BUSY_UTILISATION`]; `None`
     /// when no batch size does (the fixed cost is not what limits them).
-    fn size_for_rate(&self, rate: f64, instances: usize) -> Option<f64> {
-        let line = self.cost.line();
+    fn size_for_rate(line: &Line, rate: f64, instances: usize) -> Option<f64> {
         let (a, c) = (line.fixed_ns / 1e9, line.per_row_ns / 1e9);
         let capacity = instances as f64 * BUSY_UTILISATION - rate * c;
         (a > 0.0 && capacity > 0.0).then(|| rate * a / capacity)
@@ -229,13 +228,14 @@ impl AdaptivePolicy {
 
 impl Policy for AdaptivePolicy {
     fn decide(&self, view: &QueueView) -> Decision {
-        let cap = self.batch_cap();
+        let line = self.cost.line();
+        let cap = self.batch_cap(&line);
         let rows = view.queued_rows.min(cap);
-        let this_batch = self.cost.predict(rows);
+        let this_batch = line.predict(rows);
         let dispatch = Decision::Dispatch {
             max_rows: cap,
             expire_before: view.now + this_batch,
-            urgent_before: Some(view.now + this_batch + self.cost.predict(cap)),
+            urgent_before: Some(view.now + this_batch + line.predict(cap)),
         };
         // One instance: dispatching at once is work-conserving and the batch
         // size follows the load by itself; idling only adds latency.
@@ -252,7 +252,7 @@ impl Policy for AdaptivePolicy {
         if per_instance_load <= BUSY_UTILISATION {
             return dispatch;
         }
-        let Some(target) = self.size_for_rate(rate, view.instances) else {
+        let Some(target) = Self::size_for_rate(&line, rate, view.instances) else {
             return dispatch;
         };
         let target = (target.ceil() as usize).min(cap);
@@ -260,14 +260,14 @@ impl Policy for AdaptivePolicy {
             return dispatch;
         }
         let fill = Duration::from_secs_f64((target - rows) as f64 / rate);
-        let mut until = (view.now + fill).min(view.oldest_arrival + self.cost.predict(1));
+        let mut until = (view.now + fill).min(view.oldest_arrival + line.predict(1));
         if let Some(free) = view.next_free {
             until = until.min(free);
         }
         if let Some(deadline) = view.earliest_deadline {
             until = until.min(
                 deadline
-                    .checked_sub(self.cost.predict(target))
+                    .checked_sub(line.predict(target))
                     .unwrap_or(view.now),
             );
         }
@@ -291,16 +291,16 @@ impl Policy for AdaptivePolicy {
         // batch is larger than what is queued now). Each batch is taken as
         // running long, so that what is admitted finishes in time even when
         // the core is contended.
-        let cap = self.batch_cap();
+        let line = self.cost.line();
+        let cap = self.batch_cap(&line);
         let full_batches = view.rows_ahead / cap;
-        let drain = self
-            .cost
+        let drain = line
             .predict_tail(cap)
             .mul_f64(full_batches as f64 / view.instances.max(1) as f64);
         let start = view.earliest_free.max(view.now) + drain;
         let joining = view.arrival_rate * (start - view.now).as_secs_f64();
         let own_rows = (view.rows_ahead % cap + view.rows) as f64 + joining;
-        let own = self.cost.predict_tail((own_rows.ceil() as usize).min(cap));
+        let own = line.predict_tail((own_rows.ceil() as usize).min(cap));
         // Only the server's share of the time left is the server's to use;
         // the reserve keeps back more while admitted requests turn out late.
         let usable = (SERVER_SHARE - view.reserve).max(0.0);
@@ -402,6 +402,10 @@ mod tests {
         Arc::new(model)
     }
 
+    fn cap(p: &AdaptivePolicy) -> usize {
+        p.batch_cap(&p.cost.line())
+    }
+
     fn adaptive(fixed_us: f64, per_row_us: f64, slo_ms: u64) -> AdaptivePolicy {
         AdaptivePolicy::new(
             64,
@@ -418,17 +422,17 @@ mod tests {
         // 1 ms per row: 2·(0.2 + b) ms <= 0.8·20 ms gives b = 7.
         assert_eq!(latency_cap(&adaptive(200.0, 1000.0, 20)), 7);
         // Slower than the objective even alone: still one row at a time.
-        assert_eq!(adaptive(50_000.0, 1000.0, 20).batch_cap(), 1);
+        assert_eq!(cap(&adaptive(50_000.0, 1000.0, 20)), 1);
     }
 
     #[test]
     fn adaptive_cap_is_the_smallest_batch_near_the_best_throughput() {
         // 64 rows give 30.1 rows/ms; 51 rows are the first to give 95% of it.
-        assert_eq!(adaptive(400.0, 27.0, 10).batch_cap(), 51);
+        assert_eq!(cap(&adaptive(400.0, 27.0, 10)), 51);
         // 7 rows give 0.97 rows/ms; 3 give 0.94 (95% is 0.92), 2 only 0.91.
-        assert_eq!(adaptive(200.0, 1000.0, 20).batch_cap(), 3);
+        assert_eq!(cap(&adaptive(200.0, 1000.0, 20)), 3);
         // No fixed cost: batching gains nothing, so a queue is served row by row.
-        assert_eq!(adaptive(0.0, 7000.0, 200).batch_cap(), 1);
+        assert_eq!(cap(&adaptive(0.0, 7000.0, 200)), 1);
     }
 
     #[test]
@@ -436,7 +440,7 @@ mod tests {
         let p = adaptive(400.0, 27.0, 10);
         let mut v = view(1, 0);
         v.arrival_rate = 20_000.0;
-        assert_eq!(max_rows(p.decide(&v)), p.batch_cap());
+        assert_eq!(max_rows(p.decide(&v)), cap(&p));
     }
 
     #[test]
@@ -504,7 +508,7 @@ mod tests {
         // The cap is 47 rows (5.7 ms). 350 rows ahead: seven full batches
         // (39.9 ms), then 21 rows and its own (3.2 ms): 43.1 ms, which needs
         // a deadline of 50.7 ms.
-        assert_eq!(p.batch_cap(), 47);
+        assert_eq!(cap(&p), 47);
         assert!(p.admit(&admission(350, 51)));
         assert!(!p.admit(&admission(350, 50)));
         // A reserve learnt from late requests keeps back more: 43.1 ms is

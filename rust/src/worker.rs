@@ -112,16 +112,17 @@ fn execute(
     };
     context.stats.batch(timing);
     let finished = Instant::now();
-    let late = batch
+    let (punctual, late) = batch
         .iter()
         .filter_map(|p| p.request.deadline.map(|d| (p.request.arrival, d)))
-        .filter(|&(arrival, deadline)| !feedback::punctual(arrival, deadline, finished))
-        .count();
-    let timed = batch
-        .iter()
-        .filter(|p| p.request.deadline.is_some())
-        .count();
-    context.scheduler.settled(timed - late, late + expired);
+        .fold((0, 0), |(punctual, late), (arrival, deadline)| {
+            if feedback::punctual(arrival, deadline, finished) {
+                (punctual + 1, late)
+            } else {
+                (punctual, late + 1)
+            }
+        });
+    context.scheduler.settled(punctual, late + expired);
     match answers {
         Ok(answers) => {
             for (pending, answer) in batch.into_iter().zip(answers) {
