@@ -40,8 +40,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from tidal import _core
-from tidal._proto import grpc_service_pb2 as pb
-from tidal.bench import make_workload, run_step, summarize
+from tidal.bench import TrafficClass, make_workload, run_step, summarize
 from tidal.bench.launch import ServerProcess
 from tidal.bench.workload import Workload
 from tidal.zoo import write_zoo
@@ -87,13 +86,14 @@ def write_repository(root: Path) -> dict[str, list[str]]:
     return configs
 
 
-def with_priority(workload: Workload, priority: int) -> Workload:
-    requests = []
-    for raw in workload.requests:
-        request = pb.ModelInferRequest.FromString(raw)
-        request.parameters["priority"].uint64_param = priority
-        requests.append(request.SerializeToString())
-    return Workload(workload.model, requests, workload.expected_outputs, workload.batch_size)
+def at_priority(target: str, model: str, priority: int) -> Workload:
+    """`model`'s workload with every request's `priority` parameter set."""
+    return make_workload(
+        target,
+        model,
+        count=64,
+        classes=(TrafficClass(name=f"priority {priority}", priority=priority),),
+    )
 
 
 def rss_mib(pid: int) -> float:
@@ -281,8 +281,8 @@ def main() -> int:
             print(f"-- {model} mixed", flush=True)
             entry["mixed"] = mixed(
                 server.target,
-                with_priority(workloads[adaptive], 1),
-                with_priority(workloads[adaptive], 2),
+                at_priority(server.target, adaptive, 1),
+                at_priority(server.target, adaptive, 2),
                 0.5 * capacity,
                 flood * capacity,
                 slo,
