@@ -15,6 +15,12 @@ other core. For each model it measures:
 5. for a model whose cost is linear in the batch: adaptive against dispatching
    at once (static, no delay) at 30% and 60% of capacity.
 
+The best static configuration at a load is the best of nine noisy
+measurements, which favours it against adaptive's one; so after the sweep,
+adaptive and each load's best static configuration are measured again in
+alternation (`--rounds`, order swapped every round), and the medians of
+those rounds are the comparison.
+
 Usage:
     python benchmarks/scenarios/adaptive.py --out bench-results/adaptive [--quick]
 
@@ -28,6 +34,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import threading
@@ -123,6 +130,33 @@ def step(target: str, workload: Workload, label: str, **kw: Any) -> dict[str, An
     return row
 
 
+def head_to_head(
+    target: str,
+    workloads: dict[str, Workload],
+    adaptive: str,
+    best: dict[float, str],
+    capacity: float,
+    slo: float,
+    rounds: int,
+    kw: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Adaptive against each load's best static configuration, alternated
+    for `rounds` rounds with the order swapped every round, so that neither
+    always runs first or on the same minute's noise."""
+    rows = []
+    for fraction, static in best.items():
+        rate = fraction * capacity
+        print(f"-- head to head at {fraction:.0%} ({rate:.0f}/s)", flush=True)
+        for round_ in range(rounds):
+            order = (adaptive, static) if round_ % 2 == 0 else (static, adaptive)
+            for name in order:
+                row = step(target, workloads[name], name, mode="open", rate=rate, slo_ms=slo, **kw)
+                row["load_fraction"] = fraction
+                row["round"] = round_
+                rows.append(row)
+    return rows
+
+
 def mixed(
     target: str,
     online: Workload,
@@ -204,6 +238,12 @@ def main() -> int:
     parser.add_argument("--server-cpu", type=int, default=1)
     parser.add_argument("--client-cpu", type=int, default=0)
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="alternated rounds of adaptive against each load's best static configuration",
+    )
     args = parser.parse_args()
     os.sched_setaffinity(0, {args.client_cpu})
     args.out.mkdir(parents=True, exist_ok=True)
@@ -257,6 +297,16 @@ def main() -> int:
                     )
                     row["load_fraction"] = fraction
                     entry["loads"].append(row)
+            entry["head_to_head"] = head_to_head(
+                server.target,
+                workloads,
+                adaptive,
+                best_static(entry),
+                capacity,
+                slo,
+                args.rounds,
+                kw,
+            )
             print(f"-- {model} overload", flush=True)
             entry["overload"] = []
             factors, flood = OVERLOAD[model]
@@ -331,6 +381,45 @@ def best_static(entry: dict[str, Any]) -> dict[float, str]:
     return best
 
 
+def render_head_to_head(rows: list[dict[str, Any]]) -> list[str]:
+    """Medians of the alternated rounds, adaptive beside the best static configuration."""
+    if not rows:
+        return []
+    rounds = 1 + max(r["round"] for r in rows)
+    out = [
+        f"\nHead to head, alternated ({rounds} rounds; medians, then P50 per round):\n",
+        "| load | best static | adaptive thr/s | P50 ms | P99 ms | answered "
+        "| static thr/s | P50 ms | P99 ms | answered | P50 by round, adaptive / static |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def median(side: list[dict[str, Any]], key: str) -> float:
+        return statistics.median(r[key] for r in side)
+
+    for fraction in LOADS:
+        at = [r for r in rows if r["load_fraction"] == fraction]
+        if not at:
+            continue
+        a = [r for r in at if r["label"].endswith("__adaptive")]
+        s = [r for r in at if not r["label"].endswith("__adaptive")]
+        cells = []
+        for side in (a, s):
+            cells.append(
+                f"{median(side, 'throughput'):,.0f} | {median(side, 'p50_ms'):.2f} | "
+                f"{median(side, 'p99_ms'):.2f} | {median(side, 'answered_fraction'):.1%}"
+            )
+        by_round = (
+            " / ".join(f"{r['p50_ms']:.1f}" for r in a)
+            + ", "
+            + " / ".join(f"{r['p50_ms']:.1f}" for r in s)
+        )
+        out.append(
+            f"| {fraction:.0%} | {s[0]['label'].split('__')[1]} | {cells[0]} | {cells[1]} "
+            f"| {by_round} |"
+        )
+    return out
+
+
 def render(report: dict[str, Any]) -> str:
     out = []
     for model, e in report["models"].items():
@@ -357,6 +446,7 @@ def render(report: dict[str, Any]) -> str:
                 f"{a['p99_ms']:.2f} | {a['answered_fraction']:.1%} | {b['label'].split('__')[1]} | "
                 f"{b['throughput']:,.0f} | {b['p50_ms']:.2f} | {b['p99_ms']:.2f} |"
             )
+        out.extend(render_head_to_head(e.get("head_to_head", [])))
         out.append("\nStatic sweep (P50 / P99 ms, answered %):\n")
         names = sorted({r["label"] for r in e["loads"] if "__static" in r["label"]})
         out.append("| config | " + " | ".join(f"{f:.0%}" for f in LOADS) + " |")
