@@ -15,7 +15,8 @@ from minute to minute.
 
 Usage:
     python benchmarks/scenarios/probe.py --model transformer_large --slo-ms 100 \\
-        --max-batch 32 --rate 2500[,R...] [--flood 1500] [--duration 5] [--rounds 1]
+        --max-batch 32 --rate 2500[,R...] [--flood 1500] [--duration 5] [--rounds 1] \\
+        [--serve=--network-scheduling=normal]
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def server_figures(target: str, model: str) -> list[str]:
 
 def probe(args: argparse.Namespace, repo: Path, round_: int) -> None:
     """One round on a fresh server, whose statistics then cover this round only."""
-    with ServerProcess(repo, cpus=[args.server_cpu]) as server:
+    with ServerProcess(repo, cpus=[args.server_cpu], extra_args=args.serve) as server:
 
         def at(priority: int) -> Workload:
             return make_workload(
@@ -130,6 +131,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--server-cpu", type=int, default=1)
     parser.add_argument("--client-cpu", type=int, default=0)
+    parser.add_argument(
+        "--serve",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="a `tidal serve` option, e.g. --serve=--network-scheduling=normal (repeatable)",
+    )
     args = parser.parse_args()
     os.sched_setaffinity(0, {args.client_cpu})
     tmp = Path(tempfile.mkdtemp(prefix="tidal-probe-"))
