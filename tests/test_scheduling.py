@@ -3,8 +3,10 @@ cancellation, priorities, admission control, and the statistics that show it."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -232,3 +234,28 @@ def test_repository_of_the_example_models_is_adaptive(repo: Path) -> None:
 
     spec = ModelRepository(repo).spec("mlp")
     assert (spec.policy, spec.slo_ms) == ("adaptive", 10.0)
+
+
+def _network_thread_policies(pid: int) -> set[int]:
+    """The scheduling policy of each of the server's network (`tidal-grpc`) threads."""
+    policies = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        if (task / "comm").read_text().strip() == "tidal-grpc":
+            policies.add(os.sched_getscheduler(int(task.name)))
+    return policies
+
+
+def test_network_threads_do_not_preempt_batches_unless_told_to(
+    server: TidalServer, server_factory: Callable[..., TidalServer], tmp_path: Path
+) -> None:
+    assert _network_thread_policies(server.process.pid) == {os.SCHED_BATCH}
+    (tmp_path / "add_sub").mkdir()
+    (tmp_path / "add_sub" / "model.onnx").write_bytes(
+        (server.repo / "add_sub" / "model.onnx").read_bytes()
+    )
+    normal = server_factory(tmp_path, "--no-metrics", "--network-scheduling", "normal")
+    assert _network_thread_policies(normal.process.pid) == {os.SCHED_OTHER}
+    a, b = np.ones((2, 16), np.float32), np.arange(32, dtype=np.float32).reshape(2, 16)
+    with Client(normal.grpc) as client:
+        out = client.infer("add_sub", {"a": a, "b": b})
+    np.testing.assert_array_equal(out["sum"], a + b)

@@ -9,7 +9,7 @@ batch with numpy views of the assembled batch buffers.
 """
 
 from collections.abc import Sequence
-from typing import Protocol, TypedDict, final
+from typing import Literal, Protocol, TypedDict, final
 
 import numpy as np
 import numpy.typing as npt
@@ -106,6 +106,10 @@ class Server:
         port: gRPC port; 0 picks a free one (see `start`'s return value).
         max_message_bytes: largest request or response message accepted.
         runtime_threads: tokio worker threads; 0 means one per available core.
+        network_scheduling: `"batch"`: the network threads never preempt a
+            running batch when a request arrives (Linux SCHED_BATCH); they
+            read it when the batch ends. `"normal"`: the kernel's default.
+            Raises ValueError otherwise.
         name: reported by ServerMetadata.
         version: reported by ServerMetadata.
     """
@@ -117,6 +121,7 @@ class Server:
         port: int = 8001,
         max_message_bytes: int = 2147483647,
         runtime_threads: int = 0,
+        network_scheduling: Literal["batch", "normal"] = "batch",
         name: str = "tidal",
         version: str = ...,
     ) -> None: ...

@@ -69,6 +69,14 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="network runtime threads, 0 = one per core (%(default)s)",
     )
     p.add_argument(
+        "--network-scheduling",
+        choices=("batch", "normal"),
+        default="batch",
+        help="batch: a request arriving on a core busy with a batch waits for the batch"
+        " to end instead of preempting it (Linux SCHED_BATCH); normal: the kernel's"
+        " default (%(default)s)",
+    )
+    p.add_argument(
         "--grace-period",
         type=float,
         default=5.0,
@@ -86,6 +94,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         metrics_port=None if args.no_metrics else args.metrics_port,
         max_message_bytes=args.max_message_bytes,
         runtime_threads=args.runtime_threads,
+        network_scheduling=args.network_scheduling,
         grace_s=args.grace_period,
     )
 

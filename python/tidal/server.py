@@ -24,6 +24,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
+from typing import Literal
 
 from . import _core
 from .metrics import MetricsExporter
@@ -71,6 +72,7 @@ def serve(
     metrics_port: int | None = 8002,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
     runtime_threads: int = 0,
+    network_scheduling: Literal["batch", "normal"] = "batch",
     grace_s: float = 5.0,
     shutdown: threading.Event | None = None,
 ) -> int:
@@ -89,6 +91,9 @@ def serve(
             None serves no metrics.
         max_message_bytes: the largest gRPC message accepted or sent.
         runtime_threads: threads of the core's network runtime; 0 is one per core.
+        network_scheduling: `"batch"` (the default) keeps an arriving
+            request from preempting a running batch on a shared core (Linux
+            SCHED_BATCH: it is read when the batch ends); `"normal"` lets it.
         grace_s: seconds that calls admitted before shutdown get to finish.
         shutdown: set it to stop the server, when `serve` runs outside the
             main thread (where it cannot install signal handlers).
@@ -110,6 +115,7 @@ def serve(
         port=grpc_port,
         max_message_bytes=max_message_bytes,
         runtime_threads=runtime_threads,
+        network_scheduling=network_scheduling,
     )
 
     with _stop_on_signals(shutdown if shutdown is not None else threading.Event()) as stop:

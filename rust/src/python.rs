@@ -19,6 +19,7 @@ use crate::error::CoreError;
 use crate::model::{BatchingConfig, ModelSpec as CoreSpec, PolicyKind};
 use crate::registry::{IndexEntry, RepositoryHooks};
 use crate::served::ServedModel;
+use crate::server::runtime::NetworkScheduling;
 use crate::server::{self, RunningServer, ServerOptions, ServerState};
 use crate::tensor::{DataType, TensorSpec as CoreTensor};
 use crate::worker::Executor;
@@ -418,6 +419,7 @@ impl RepositoryHooks for PyRepository {
 struct Server {
     options: ServerOptions,
     runtime_threads: usize,
+    network_scheduling: NetworkScheduling,
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
     running: Mutex<Option<RunningServer>>,
 }
@@ -436,16 +438,18 @@ impl Server {
 impl Server {
     #[new]
     #[pyo3(signature = (*, host = "127.0.0.1".to_string(), port = 8001, max_message_bytes = i32::MAX as usize,
-                        runtime_threads = 0, name = "tidal".to_string(), version = env!("CARGO_PKG_VERSION").to_string()))]
+                        runtime_threads = 0, network_scheduling = "batch", name = "tidal".to_string(),
+                        version = env!("CARGO_PKG_VERSION").to_string()))]
     fn new(
         host: String,
         port: u16,
         max_message_bytes: usize,
         runtime_threads: usize,
+        network_scheduling: &str,
         name: String,
         version: String,
-    ) -> Self {
-        Self {
+    ) -> PyResult<Self> {
+        Ok(Self {
             options: ServerOptions {
                 host,
                 port,
@@ -454,27 +458,21 @@ impl Server {
                 version,
             },
             runtime_threads,
+            network_scheduling: network_scheduling.parse().map_err(PyValueError::new_err)?,
             runtime: Mutex::new(None),
             running: Mutex::new(None),
-        }
+        })
     }
 
     fn start(&self, py: Python<'_>) -> PyResult<u16> {
         if self.running.lock().is_some() {
             return Err(PyRuntimeError::new_err("the server is already started"));
         }
-        let threads = match self.runtime_threads {
-            0 => std::thread::available_parallelism().map_or(1, usize::from),
-            n => n,
-        };
+        let (threads, scheduling) = (self.runtime_threads, self.network_scheduling);
         let options = self.options.clone();
         let (runtime, running) = py
             .detach(move || -> std::io::Result<_> {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(threads)
-                    .thread_name("tidal-grpc")
-                    .enable_all()
-                    .build()?;
+                let runtime = server::runtime::build(threads, scheduling)?;
                 let running = runtime.block_on(server::start(options))?;
                 Ok((runtime, running))
             })

@@ -8,6 +8,7 @@
 mod codec;
 mod describe;
 pub mod proto;
+pub mod runtime;
 mod service;
 pub mod status;
 
