@@ -521,6 +521,9 @@ def test_step_verdicts() -> None:
     assert step_passes(step(9.0, {"UNAVAILABLE": 10}), 10.0)
     assert not step_passes(step(9.0, {"UNAVAILABLE": 11}), 10.0)
     assert not step_passes(step(9.0, {"UNANSWERED": 1}), 10.0)
+    # Held to the median instead, a long tail passes (p50 is 1 ms here).
+    assert step_passes(step(11.0, {}), 10.0, quantile="p50")
+    assert not step_passes(step(11.0, {}), 0.5, quantile="p50")
 
 
 def test_ctrl_c_stops_a_run_and_keeps_what_it_measured(echo: EchoProcess) -> None:

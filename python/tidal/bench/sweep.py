@@ -14,19 +14,32 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from .stats import StepResult
 
 __all__ = ["KneeSearch", "step_passes"]
 
 
-def step_passes(step: StepResult, slo_ms: float, max_error_fraction: float = 0.01) -> bool:
-    """Whether `step` stayed inside the SLO; see the module docstring."""
+def step_passes(
+    step: StepResult,
+    slo_ms: float,
+    max_error_fraction: float = 0.01,
+    *,
+    quantile: Literal["p50", "p99"] = "p99",
+) -> bool:
+    """Whether `step` stayed inside the SLO; see the module docstring.
+
+    `quantile` is the latency held to `slo_ms`: the P99 (the SLO's own), or
+    the median, which asks only whether the server kept up with the load (a
+    queue growing through the step drags the median with it).
+    """
     if step.sent == 0 or step.errors.get("UNANSWERED"):
         return False
     if step.error_count > max_error_fraction * step.sent:
         return False
-    return step.p99_ms <= slo_ms
+    latency = step.p50_ms if quantile == "p50" else step.p99_ms
+    return latency <= slo_ms
 
 
 @dataclass
