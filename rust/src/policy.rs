@@ -406,6 +406,26 @@ mod tests {
         p.batch_cap(&p.cost.line())
     }
 
+    /// One row arriving at `now` with `rows_ahead` queued before it, one
+    /// idle instance, no reserve.
+    fn admission(
+        now: Instant,
+        rows_ahead: usize,
+        deadline_ms: u64,
+        arrival_rate: f64,
+    ) -> AdmissionView {
+        AdmissionView {
+            now,
+            rows: 1,
+            deadline: Some(now + Duration::from_millis(deadline_ms)),
+            rows_ahead,
+            instances: 1,
+            earliest_free: now,
+            arrival_rate,
+            reserve: 0.0,
+        }
+    }
+
     fn adaptive(fixed_us: f64, per_row_us: f64, slo_ms: u64) -> AdaptivePolicy {
         AdaptivePolicy::new(
             64,
@@ -492,16 +512,7 @@ mod tests {
     fn adaptive_admits_only_what_can_finish_in_time() {
         let p = adaptive(1000.0, 100.0, 100);
         let now = Instant::now();
-        let admission = |rows_ahead, deadline_ms| AdmissionView {
-            now,
-            rows: 1,
-            deadline: Some(now + Duration::from_millis(deadline_ms)),
-            rows_ahead,
-            instances: 1,
-            earliest_free: now,
-            arrival_rate: 0.0,
-            reserve: 0.0,
-        };
+        let admission = |rows_ahead, deadline_ms| admission(now, rows_ahead, deadline_ms, 0.0);
         // Nothing ahead: its own batch, 1.1 ms, within 85% of the time to the deadline.
         assert!(p.admit(&admission(0, 2)));
         assert!(!p.admit(&admission(0, 1)));
@@ -529,16 +540,8 @@ mod tests {
     fn adaptive_admission_counts_the_rows_that_will_join_its_batch() {
         let p = adaptive(1000.0, 100.0, 100);
         let now = Instant::now();
-        let behind_a_full_batch = |arrival_rate, deadline_ms| AdmissionView {
-            now,
-            rows: 1,
-            deadline: Some(now + Duration::from_millis(deadline_ms)),
-            rows_ahead: 64,
-            instances: 1,
-            earliest_free: now,
-            arrival_rate,
-            reserve: 0.0,
-        };
+        let behind_a_full_batch =
+            |arrival_rate, deadline_ms| admission(now, 64, deadline_ms, arrival_rate);
         // The cap is 47 rows (5.7 ms). Nothing arriving: a full batch ahead,
         // then its own with the 17 rows left and itself (2.8 ms): 8.5 ms,
         // 85% of 10 ms.
