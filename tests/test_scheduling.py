@@ -183,7 +183,7 @@ def test_overload_is_refused_at_once_and_the_admitted_meet_the_objective(
 
     text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
     line = next(
-        x for x in text.splitlines() if x.startswith('tidal_admission_reserve{model="tight"}')
+        x for x in text.splitlines() if x.startswith('tidal_admission_reserve{model="tight",priority="1"}')
     )
     assert 0.0 <= float(line.split()[-1]) <= 0.5, line
 
@@ -226,7 +226,8 @@ def test_metrics_show_priorities(server: TidalServer) -> None:
     )
     assert 'tidal_batch_cost_seconds{model="slow_adaptive",term="fixed"}' in text
     assert 'tidal_batch_cost_tail_factor{model="slow_adaptive"}' in text
-    assert 'tidal_admission_reserve{model="slow_adaptive"}' in text
+    assert 'tidal_admission_reserve{model="slow_adaptive",priority="1"}' in text
+    assert 'tidal_admission_reserve{model="slow_adaptive",priority="2"}' in text
 
 
 def test_repository_of_the_example_models_is_adaptive(repo: Path) -> None:

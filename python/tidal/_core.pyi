@@ -151,7 +151,7 @@ class Server:
         ...
     def statistics(
         self, name: str
-    ) -> dict[str, int | float | dict[int, int] | list[dict[str, int]]]:
+    ) -> dict[str, int | float | dict[int, int] | list[dict[str, int | float]]]:
         """Counters of model `name`.
 
         Keys: inference_count, execution_count, success_count, success_ns,
@@ -161,10 +161,11 @@ class Server:
         and cancelled_count (dropped from the queue, in fail_count),
         completed_count, queue_depth, batch_sizes (batch size -> number of
         batches), the fitted batch cost (cost_fixed_us, cost_per_row_us and
-        cost_tail_factor, floats), admission_reserve (float, the share of a
-        request's time to its deadline admission keeps back) and priorities
-        (one dict per level: outcome counts and latency quantiles such as
-        end_to_end_p99_us). Raises KeyError if absent.
+        cost_tail_factor, floats) and priorities (one dict per level: outcome
+        counts, latency quantiles such as end_to_end_p99_us, and
+        admission_reserve, a float: the share of a request's time to its
+        deadline that admission keeps back at that level). Raises KeyError if
+        absent.
         """
         ...
     def stop(self, grace_s: float = 5.0) -> None:

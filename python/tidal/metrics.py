@@ -28,7 +28,8 @@ Series, each labelled with `model`:
 - `tidal_batch_cost_tail_factor`: how much longer a slow batch runs than the
   fitted cost says
 - `tidal_admission_reserve`: the share of a request's time to its deadline
-  that admission keeps back, learnt from admitted requests that finished late
+  that admission keeps back, by `priority`, learnt from admitted requests of
+  that priority that finished late
 """
 
 from __future__ import annotations
@@ -126,8 +127,9 @@ class StatisticsCollector:
         reserve = GaugeMetricFamily(
             "tidal_admission_reserve",
             "Share of a request's time to its deadline that admission keeps back,"
-            " learnt from admitted requests that finished late (0 when none do).",
-            labels=["model"],
+            " by priority level, learnt from admitted requests of that level that finished"
+            " late (0 when none do).",
+            labels=["model", "priority"],
         )
         tail = GaugeMetricFamily(
             "tidal_batch_cost_tail_factor",
@@ -172,10 +174,10 @@ class StatisticsCollector:
                     for quantile, key in _QUANTILES:
                         seconds = lane.get(f"{stage}_{key}", 0) * 1e-6
                         latency.add_metric([name, priority, stage, quantile], seconds)
+                reserve.add_metric([name, priority], float(lane.get("admission_reserve", 0.0)))
             for term in ("fixed", "per_row"):
                 cost.add_metric([name, term], float(stats.get(f"cost_{term}_us", 0.0)) * 1e-6)
             tail.add_metric(model, float(stats.get("cost_tail_factor", 1.0)))
-            reserve.add_metric(model, float(stats.get("admission_reserve", 0.0)))
 
         yield from (
             requests,
@@ -200,7 +202,7 @@ _OUTCOMES = ("admitted", "refused", "expired", "cancelled", "completed", "failed
 _QUANTILES = (("0.5", "p50_us"), ("0.9", "p90_us"), ("0.99", "p99_us"), ("0.999", "p999_us"))
 
 
-def _lanes(stats: Mapping[str, object]) -> list[Mapping[str, int]]:
+def _lanes(stats: Mapping[str, object]) -> list[Mapping[str, int | float]]:
     lanes = stats.get("priorities", [])
     return lanes if isinstance(lanes, list) else []
 

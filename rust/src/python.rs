@@ -566,10 +566,10 @@ impl Server {
         d.set_item("cost_fixed_us", line.fixed_ns / 1e3)?;
         d.set_item("cost_per_row_us", line.per_row_ns / 1e3)?;
         d.set_item("cost_tail_factor", line.tail_factor)?;
-        d.set_item("admission_reserve", model.admission_reserve())?;
         let lanes = PyList::empty(py);
-        for lane in &s.lanes {
+        for (priority, lane) in (1..).zip(&s.lanes) {
             let l = PyDict::new(py);
+            l.set_item("admission_reserve", model.admission_reserve(priority))?;
             for (key, value) in [
                 ("admitted", lane.admitted),
                 ("refused", lane.refused),

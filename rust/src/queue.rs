@@ -79,8 +79,8 @@ pub struct Queue<T> {
     /// Rows admitted and waiting, per priority level (for admission, which
     /// must not take the consumers' lock).
     lane_rows: Vec<AtomicUsize>,
-    /// Rows ever admitted (for the arrival rate).
-    admitted_rows: AtomicU64,
+    /// Rows ever admitted, per priority level (for the arrival rates).
+    admitted_rows: Vec<AtomicU64>,
     lanes: Mutex<Lanes<T>>,
 }
 
@@ -102,7 +102,7 @@ impl<T: Job> Queue<T> {
             inbox_rx,
             gate: Gate::new(capacity),
             lane_rows: (0..levels).map(|_| AtomicUsize::new(0)).collect(),
-            admitted_rows: AtomicU64::new(0),
+            admitted_rows: (0..levels).map(|_| AtomicU64::new(0)).collect(),
             lanes: Mutex::new(Lanes::new(levels)),
         }
     }
@@ -120,9 +120,9 @@ impl<T: Job> Queue<T> {
             }
         }
         let rows = item.rows();
-        self.lane_rows[lane_of(item.priority(), self.lane_rows.len())]
-            .fetch_add(rows, Ordering::Relaxed);
-        self.admitted_rows.fetch_add(rows as u64, Ordering::Relaxed);
+        let lane = self.lane(item.priority());
+        self.lane_rows[lane].fetch_add(rows, Ordering::Relaxed);
+        self.admitted_rows[lane].fetch_add(rows as u64, Ordering::Relaxed);
         // The receiver lives in `self`, so an unbounded send cannot fail.
         let _ = self.inbox_tx.send(Message::Item(item));
         Ok(())
@@ -131,16 +131,29 @@ impl<T: Job> Queue<T> {
     /// Rows waiting at priority `priority` or higher: served before a new
     /// request of that priority (approximately: deadlines reorder a level).
     pub fn rows_ahead(&self, priority: u32) -> usize {
-        let lane = lane_of(priority, self.lane_rows.len());
-        self.lane_rows[..=lane]
+        self.lane_rows[..=self.lane(priority)]
             .iter()
             .map(|r| r.load(Ordering::Relaxed))
             .sum()
     }
 
-    /// Rows admitted since the queue was made.
-    pub fn admitted_rows(&self) -> u64 {
-        self.admitted_rows.load(Ordering::Relaxed)
+    /// Rows admitted since the queue was made, per priority level (highest first).
+    pub fn admitted_rows(&self) -> Vec<u64> {
+        self.admitted_rows
+            .iter()
+            .map(|r| r.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Priority levels, i.e. lanes.
+    pub fn levels(&self) -> usize {
+        self.lane_rows.len()
+    }
+
+    /// The lane (0-based, highest priority first) that serves `priority`;
+    /// priorities beyond the last level share the last lane.
+    pub fn lane(&self, priority: u32) -> usize {
+        lane_of(priority, self.lane_rows.len())
     }
 
     /// Items admitted and still waiting.
@@ -181,8 +194,7 @@ impl<T: Job> Queue<T> {
 
     /// An item left the queue (taken or dropped).
     fn departed(&self, item: &T) {
-        let lane = lane_of(item.priority(), self.lane_rows.len());
-        self.lane_rows[lane].fetch_sub(item.rows(), Ordering::Relaxed);
+        self.lane_rows[self.lane(item.priority())].fetch_sub(item.rows(), Ordering::Relaxed);
         self.gate.leave(1);
     }
 }

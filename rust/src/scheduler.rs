@@ -43,10 +43,13 @@ pub struct Scheduler<T> {
     busy_until: Vec<AtomicU64>,
     epoch: Instant,
     rate: Mutex<RateMeter>,
-    /// The rate last measured by a consumer (f64 bits), for admission to
-    /// read without taking `rate`'s lock.
-    last_rate: AtomicU64,
-    lateness: Lateness,
+    /// Per priority level, the rate last measured by a consumer (f64 bits),
+    /// for admission to read without taking `rate`'s lock.
+    last_rate: Vec<AtomicU64>,
+    /// Per priority level: each level learns its own reserve, so that a
+    /// flood of low-priority work turning out late does not make admission
+    /// refuse the online traffic that overtook it.
+    lateness: Vec<Lateness>,
 }
 
 impl<T: Job> Scheduler<T> {
@@ -60,6 +63,7 @@ impl<T: Job> Scheduler<T> {
         max_rows: usize,
         instances: usize,
     ) -> Self {
+        let levels = queue.levels();
         Self {
             queue,
             policy,
@@ -68,8 +72,10 @@ impl<T: Job> Scheduler<T> {
             busy_until: (0..instances.max(1)).map(|_| AtomicU64::new(0)).collect(),
             epoch: Instant::now(),
             rate: Mutex::new(RateMeter::default()),
-            last_rate: AtomicU64::new(0f64.to_bits()),
-            lateness: Lateness::default(),
+            last_rate: (0..levels)
+                .map(|_| AtomicU64::new(0f64.to_bits()))
+                .collect(),
+            lateness: (0..levels).map(|_| Lateness::default()).collect(),
         }
     }
 
@@ -77,6 +83,16 @@ impl<T: Job> Scheduler<T> {
     /// policy predicts it cannot finish before its deadline.
     pub fn submit(&self, item: T) -> Result<(), Rejected<T>> {
         let now = Instant::now();
+        let lane = self.queue.lane(item.priority());
+        let rates = self
+            .last_rate
+            .iter()
+            .map(|r| f64::from_bits(r.load(Ordering::Relaxed)));
+        let (overtaking_rate, arrival_rate) = rates
+            .enumerate()
+            .fold((0.0, 0.0), |(higher, all), (l, rate)| {
+                (if l < lane { higher + rate } else { higher }, all + rate)
+            });
         let view = AdmissionView {
             now,
             rows: item.rows(),
@@ -84,8 +100,9 @@ impl<T: Job> Scheduler<T> {
             rows_ahead: self.queue.rows_ahead(item.priority()),
             instances: self.busy_until.len(),
             earliest_free: self.earliest_free(now),
-            arrival_rate: f64::from_bits(self.last_rate.load(Ordering::Relaxed)),
-            reserve: self.lateness.reserve(),
+            arrival_rate,
+            overtaking_rate,
+            reserve: self.lateness[lane].reserve(),
         };
         if !self.policy.admit(&view) {
             return Err(Rejected::Late(item));
@@ -123,17 +140,29 @@ impl<T: Job> Scheduler<T> {
         self.cost.observe(rows, compute);
     }
 
-    /// One batch's outcomes: `punctual` admitted requests finished within
-    /// the server's share of their time and `late` ones did not (or expired
-    /// in the queue); admission learns from it.
-    pub fn settled(&self, punctual: usize, late: usize) {
-        self.lateness.record(punctual, late);
+    /// Priority levels (lanes) of the queue.
+    pub fn levels(&self) -> usize {
+        self.queue.levels()
+    }
+
+    /// The lane (0-based, highest priority first) that serves `priority`.
+    pub fn lane(&self, priority: u32) -> usize {
+        self.queue.lane(priority)
+    }
+
+    /// One batch's outcomes, per lane: `(punctual, late)` admitted requests
+    /// that finished within the server's share of their time and those that
+    /// did not (or expired in the queue); admission learns from it.
+    pub fn settled(&self, outcomes: &[(usize, usize)]) {
+        for (lateness, &(punctual, late)) in self.lateness.iter().zip(outcomes) {
+            lateness.record(punctual, late);
+        }
     }
 
     /// The share of a request's time to its deadline that admission keeps
-    /// back now, beyond the network's.
-    pub fn admission_reserve(&self) -> f64 {
-        self.lateness.reserve()
+    /// back now at priority `priority`, beyond the network's.
+    pub fn admission_reserve(&self, priority: u32) -> f64 {
+        self.lateness[self.queue.lane(priority)].reserve()
     }
 
     fn nanos(&self, at: Instant) -> u64 {
@@ -179,9 +208,11 @@ impl<T: Job> Scheduler<T> {
                 .filter(|&(i, end)| i != instance && end > now)
                 .map(|(_, end)| end)
                 .min();
-            let arrival_rate = self.rate.lock().rate(now, self.queue.admitted_rows());
-            self.last_rate
-                .store(arrival_rate.to_bits(), Ordering::Relaxed);
+            let rates = self.rate.lock().rates(now, self.queue.admitted_rows());
+            for (last, rate) in self.last_rate.iter().zip(&rates) {
+                last.store(rate.to_bits(), Ordering::Relaxed);
+            }
+            let arrival_rate = rates.iter().sum();
             let view = QueueView {
                 now,
                 queued_rows: consumer.rows(),
@@ -220,32 +251,41 @@ impl<T: Job> Scheduler<T> {
     }
 }
 
-/// Arrival rate from a counter of admitted rows, over a sliding window.
+/// Arrival rates from counters of admitted rows (one per priority level),
+/// over a sliding window.
 #[derive(Debug, Default)]
 struct RateMeter {
-    /// (when, rows admitted by then); oldest first, spanning about one window.
-    marks: std::collections::VecDeque<(Instant, u64)>,
+    /// (when, rows admitted by then per level); oldest first, spanning about one window.
+    marks: std::collections::VecDeque<(Instant, Vec<u64>)>,
 }
 
 impl RateMeter {
-    fn rate(&mut self, now: Instant, total: u64) -> f64 {
+    /// Rows per second at each level over the last window, given each
+    /// level's count of rows admitted by `now`.
+    fn rates(&mut self, now: Instant, totals: Vec<u64>) -> Vec<f64> {
         if self
             .marks
             .back()
             .is_none_or(|&(at, _)| now.duration_since(at) >= RATE_WINDOW / 8)
         {
-            self.marks.push_back((now, total));
+            self.marks.push_back((now, totals.clone()));
         }
         while self.marks.len() > 2 && now.duration_since(self.marks[1].0) >= RATE_WINDOW {
             self.marks.pop_front();
         }
-        let &(since, then) = self.marks.front().expect("a mark was just pushed");
-        let elapsed = now.duration_since(since).as_secs_f64();
-        if elapsed <= 0.0 {
-            0.0
-        } else {
-            (total - then) as f64 / elapsed
-        }
+        let (since, then) = self.marks.front().expect("a mark was just pushed");
+        let elapsed = now.duration_since(*since).as_secs_f64();
+        totals
+            .iter()
+            .zip(then)
+            .map(|(total, then)| {
+                if elapsed <= 0.0 {
+                    0.0
+                } else {
+                    (total - then) as f64 / elapsed
+                }
+            })
+            .collect()
     }
 }
 
@@ -332,11 +372,24 @@ mod tests {
     }
 
     #[test]
-    fn rate_meter_measures_rows_per_second() {
+    fn each_priority_learns_its_own_reserve() {
+        let s = scheduler(8, Duration::ZERO);
+        // Priority 2 all late, priority 1 punctual: only priority 2's
+        // admission keeps more back.
+        s.settled(&[(10, 0), (0, 10)]);
+        assert_eq!(s.admission_reserve(1), 0.0);
+        assert!(s.admission_reserve(2) > 0.0);
+        // Priorities beyond the last level share its lane.
+        assert_eq!(s.admission_reserve(7), s.admission_reserve(2));
+    }
+
+    #[test]
+    fn rate_meter_measures_rows_per_second_per_level() {
         let mut m = RateMeter::default();
         let t0 = Instant::now();
-        assert_eq!(m.rate(t0, 0), 0.0);
-        let r = m.rate(t0 + Duration::from_millis(100), 1000);
-        assert!((r - 10_000.0).abs() < 1.0, "{r}");
+        assert_eq!(m.rates(t0, vec![0, 0]), vec![0.0, 0.0]);
+        let r = m.rates(t0 + Duration::from_millis(100), vec![1000, 100]);
+        assert!((r[0] - 10_000.0).abs() < 1.0, "{r:?}");
+        assert!((r[1] - 1_000.0).abs() < 1.0, "{r:?}");
     }
 }

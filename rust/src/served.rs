@@ -149,9 +149,10 @@ impl ServedModel {
     }
 
     /// The share of a request's time to its deadline that admission keeps
-    /// back now, learnt from admitted requests that turned out late.
-    pub fn admission_reserve(&self) -> f64 {
-        self.scheduler.admission_reserve()
+    /// back now at `priority`, learnt from admitted requests of that
+    /// priority that turned out late.
+    pub fn admission_reserve(&self, priority: u32) -> f64 {
+        self.scheduler.admission_reserve(priority)
     }
 
     /// Requests admitted and waiting.

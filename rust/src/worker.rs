@@ -38,16 +38,16 @@ pub(crate) struct Context {
 
 /// Serves batches as instance `instance` until the model's queue is closed and drained.
 pub(crate) fn run(context: &Context, instance: usize, mut executor: Box<dyn Executor>) {
-    // Requests that expired in the queue since the last batch; admission
-    // hears of them with that batch's outcomes.
-    let expired = std::cell::Cell::new(0usize);
+    // Requests that expired in the queue since the last batch, per lane;
+    // admission hears of them with that batch's outcomes.
+    let expired = std::cell::RefCell::new(vec![0usize; context.scheduler.levels()]);
     let mut dropped = |pending: Pending, reason: DropReason| {
         let waited = pending.request.arrival.elapsed();
         let priority = pending.request.priority;
         let model = context.spec.name.clone();
         let error = match reason {
             DropReason::Expired => {
-                expired.set(expired.get() + 1);
+                expired.borrow_mut()[context.scheduler.lane(priority)] += 1;
                 context.stats.expired(priority, waited);
                 CoreError::DeadlineExceeded { model, waited }
             }
@@ -59,7 +59,8 @@ pub(crate) fn run(context: &Context, instance: usize, mut executor: Box<dyn Exec
         let _ = pending.reply.send(Err(error));
     };
     while let Some(batch) = context.scheduler.next_batch(instance, &mut dropped) {
-        execute(context, instance, executor.as_mut(), batch, expired.take());
+        let expired_since = expired.replace_with(|e| vec![0; e.len()]);
+        execute(context, instance, executor.as_mut(), batch, expired_since);
         // Where the network threads share this core, the answers just sent
         // and the requests that arrived during the batch wait for it; without
         // this they would wait out the next batch too (or the scheduler's
@@ -85,7 +86,7 @@ fn execute(
     instance: usize,
     executor: &mut dyn Executor,
     batch: Vec<Pending>,
-    expired: usize,
+    expired: Vec<usize>,
 ) {
     let start = Instant::now();
     for pending in &batch {
@@ -112,17 +113,18 @@ fn execute(
     };
     context.stats.batch(timing);
     let finished = Instant::now();
-    let (punctual, late) = batch
-        .iter()
-        .filter_map(|p| p.request.deadline.map(|d| (p.request.arrival, d)))
-        .fold((0, 0), |(punctual, late), (arrival, deadline)| {
-            if feedback::punctual(arrival, deadline, finished) {
-                (punctual + 1, late)
+    let mut outcomes: Vec<(usize, usize)> = expired.into_iter().map(|e| (0, e)).collect();
+    for request in batch.iter().map(|p| &p.request) {
+        if let Some(deadline) = request.deadline {
+            let (punctual, late) = &mut outcomes[context.scheduler.lane(request.priority)];
+            if feedback::punctual(request.arrival, deadline, finished) {
+                *punctual += 1;
             } else {
-                (punctual, late + 1)
+                *late += 1;
             }
-        });
-    context.scheduler.settled(punctual, late + expired);
+        }
+    }
+    context.scheduler.settled(&outcomes);
     match answers {
         Ok(answers) => {
             for (pending, answer) in batch.into_iter().zip(answers) {
