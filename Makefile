@@ -26,7 +26,8 @@ demo: build ## serve the example models, drive load, print the latency/throughpu
 	$(VENV)/bin/tidal demo
 
 .PHONY: test
-test: build ## cargo test (with the loom model check and each benchmark run once), then pytest against real servers on 127.0.0.1
+test: build ## lint, cargo test (with the loom model check and each benchmark run once), then pytest against real servers on 127.0.0.1
+	$(MAKE) --no-print-directory style
 	cargo test --quiet
 	cargo test --quiet --benches
 	$(MAKE) --no-print-directory loom
@@ -37,9 +38,13 @@ loom: ## check every interleaving of the queue's admission gate (loom)
 	RUSTFLAGS="--cfg tidal_loom" CARGO_TARGET_DIR=target/loom cargo test --quiet --lib gate
 
 .PHONY: lint
-lint: build ## ruff, cargo fmt --check and cargo clippy
-	$(VENV)/bin/ruff check python tests
-	$(VENV)/bin/ruff format --check python tests
+lint: build style ## ruff, cargo fmt --check and cargo clippy
+
+# The checks alone, for `test`, which has built already.
+.PHONY: style
+style:
+	$(VENV)/bin/ruff check python tests benchmarks
+	$(VENV)/bin/ruff format --check python tests benchmarks
 	cargo fmt --check
 	cargo clippy --all-targets --features python -- -D warnings
 

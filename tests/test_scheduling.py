@@ -182,9 +182,8 @@ def test_overload_is_refused_at_once_and_the_admitted_meet_the_objective(
     import urllib.request
 
     text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
-    line = next(
-        x for x in text.splitlines() if x.startswith('tidal_admission_reserve{model="tight",priority="1"}')
-    )
+    series = 'tidal_admission_reserve{model="tight",priority="1"}'
+    line = next(x for x in text.splitlines() if x.startswith(series))
     assert 0.0 <= float(line.split()[-1]) <= 0.5, line
 
 
