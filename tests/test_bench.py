@@ -9,6 +9,7 @@ import dataclasses
 import json
 import math
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -536,12 +537,22 @@ def test_ctrl_c_stops_a_run_and_keeps_what_it_measured(echo: EchoProcess) -> Non
         warmup_s=0.0,
         duration_s=60.0,
     )
+    # Ctrl-C is for a run that is measuring: wait until it answers.
+    deadline = time.monotonic() + 30.0
+    while run.progress()["answered"] == 0 and not run.done():
+        assert time.monotonic() < deadline, run.progress()
+        time.sleep(0.05)
+    assert not run.done(), run.result()
     # What Ctrl-C does: KeyboardInterrupt in the main thread, here while it
     # waits on the run with the GIL released.
     timer = threading.Timer(0.5, _thread.interrupt_main)
     timer.start()
-    with pytest.raises(KeyboardInterrupt):
-        run.wait()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run.wait()
+    finally:
+        # Never let the interrupt land anywhere else.
+        timer.cancel()
     run.stop()
     result = run.result()
     assert result["stopped"]
