@@ -8,6 +8,7 @@ import _thread
 import dataclasses
 import json
 import math
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -544,7 +545,10 @@ def test_ctrl_c_stops_a_run_and_keeps_what_it_measured(echo: EchoProcess) -> Non
         time.sleep(0.05)
     assert not run.done(), run.result()
     # What Ctrl-C does: KeyboardInterrupt in the main thread, here while it
-    # waits on the run with the GIL released.
+    # waits on the run with the GIL released. Python's own handler, since a
+    # shell starts background jobs with SIGINT ignored, which interrupt_main
+    # then honours.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.5, _thread.interrupt_main)
     timer.start()
     try:
@@ -553,6 +557,7 @@ def test_ctrl_c_stops_a_run_and_keeps_what_it_measured(echo: EchoProcess) -> Non
     finally:
         # Never let the interrupt land anywhere else.
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     run.stop()
     result = run.result()
     assert result["stopped"]
