@@ -299,7 +299,8 @@ impl Policy for AdaptivePolicy {
         let cap = self.batch_cap(&line);
         let instances = view.instances.max(1) as f64;
         let full_batch = line.predict_tail(cap);
-        let free_in = (view.earliest_free.max(view.now) - view.now).as_secs_f64();
+        let free_at = view.earliest_free.max(view.now);
+        let free_in = (free_at - view.now).as_secs_f64();
         // Higher priorities keep arriving while this request waits and are
         // served first: they take their share of the instances' time (over
         // many batches, a typical batch's, not a slow one's) and the wait
@@ -322,7 +323,7 @@ impl Policy for AdaptivePolicy {
         let rows_ahead = view.rows_ahead + (view.overtaking_rate * wait).round() as usize;
         let full_batches = rows_ahead / cap;
         let drain = full_batch.mul_f64(full_batches as f64 / instances);
-        let start = view.earliest_free.max(view.now) + drain;
+        let start = free_at + drain;
         // Arrivals at this priority or below fill its batch where there is room.
         let joining =
             (view.arrival_rate - view.overtaking_rate).max(0.0) * (start - view.now).as_secs_f64();

@@ -275,16 +275,13 @@ impl RateMeter {
         }
         let (since, then) = self.marks.front().expect("a mark was just pushed");
         let elapsed = now.duration_since(*since).as_secs_f64();
+        if elapsed <= 0.0 {
+            return vec![0.0; totals.len()];
+        }
         totals
             .iter()
             .zip(then)
-            .map(|(total, then)| {
-                if elapsed <= 0.0 {
-                    0.0
-                } else {
-                    (total - then) as f64 / elapsed
-                }
-            })
+            .map(|(total, then)| (total - then) as f64 / elapsed)
             .collect()
     }
 }

@@ -38,16 +38,17 @@ pub(crate) struct Context {
 
 /// Serves batches as instance `instance` until the model's queue is closed and drained.
 pub(crate) fn run(context: &Context, instance: usize, mut executor: Box<dyn Executor>) {
-    // Requests that expired in the queue since the last batch, per lane;
-    // admission hears of them with that batch's outcomes.
-    let expired = std::cell::RefCell::new(vec![0usize; context.scheduler.levels()]);
+    // Per lane, (punctual, late) admitted requests since the last batch was
+    // settled: requests that expired in the queue count as late here, and
+    // admission hears of them with the next batch's outcomes.
+    let outcomes = std::cell::RefCell::new(vec![(0usize, 0usize); context.scheduler.levels()]);
     let mut dropped = |pending: Pending, reason: DropReason| {
         let waited = pending.request.arrival.elapsed();
         let priority = pending.request.priority;
         let model = context.spec.name.clone();
         let error = match reason {
             DropReason::Expired => {
-                expired.borrow_mut()[context.scheduler.lane(priority)] += 1;
+                outcomes.borrow_mut()[context.scheduler.lane(priority)].1 += 1;
                 context.stats.expired(priority, waited);
                 CoreError::DeadlineExceeded { model, waited }
             }
@@ -59,8 +60,13 @@ pub(crate) fn run(context: &Context, instance: usize, mut executor: Box<dyn Exec
         let _ = pending.reply.send(Err(error));
     };
     while let Some(batch) = context.scheduler.next_batch(instance, &mut dropped) {
-        let expired_since = expired.replace_with(|e| vec![0; e.len()]);
-        execute(context, instance, executor.as_mut(), batch, expired_since);
+        execute(
+            context,
+            instance,
+            executor.as_mut(),
+            batch,
+            &mut outcomes.borrow_mut(),
+        );
         // Where the network threads share this core, the answers just sent
         // and the requests that arrived during the batch wait for it; without
         // this they would wait out the next batch too (or the scheduler's
@@ -86,7 +92,7 @@ fn execute(
     instance: usize,
     executor: &mut dyn Executor,
     batch: Vec<Pending>,
-    expired: Vec<usize>,
+    outcomes: &mut [(usize, usize)],
 ) {
     let start = Instant::now();
     for pending in &batch {
@@ -113,7 +119,6 @@ fn execute(
     };
     context.stats.batch(timing);
     let finished = Instant::now();
-    let mut outcomes: Vec<(usize, usize)> = expired.into_iter().map(|e| (0, e)).collect();
     for request in batch.iter().map(|p| &p.request) {
         if let Some(deadline) = request.deadline {
             let (punctual, late) = &mut outcomes[context.scheduler.lane(request.priority)];
@@ -124,7 +129,8 @@ fn execute(
             }
         }
     }
-    context.scheduler.settled(&outcomes);
+    context.scheduler.settled(outcomes);
+    outcomes.fill((0, 0));
     match answers {
         Ok(answers) => {
             for (pending, answer) in batch.into_iter().zip(answers) {
