@@ -11,10 +11,11 @@ other core. For each model it measures:
    step drags the median with it), found by bisection from its closed-loop
    throughput (two batches' worth of calls in flight, also reported);
 2. open-loop Poisson load at 10%..90% of capacity, every configuration;
-3. overload: 1x, 2x and 5x capacity offered (goodput, P99 of the admitted,
+3. overload: 2x and 5x capacity offered (goodput, P99 of the admitted,
    and the server's resident memory after a short and a three-times longer
-   overload). Peak goodput is the highest goodput adaptive reached at any
-   open-loop load, overload included;
+   overload), each between two steps at 1x. Goodput is set against the peak
+   (the highest adaptive reached at any open-loop load, overload included)
+   and against the 1x steps beside it, run at the same minutes' speed;
 4. mixed traffic: online (priority 1) at 50% of capacity plus a batch-priority
    (2) flood (see OVERLOAD for its size);
 5. for a model whose cost is linear in the batch (transformer_large), the
@@ -231,6 +232,30 @@ def head_to_head(
     return rows
 
 
+def overload_steps(factors: tuple[float, ...], seconds: float) -> list[tuple[float, float]]:
+    """(factor of capacity, seconds) for each overload step, in order: the
+    longest overload is run again three times over (memory must not grow
+    with it), and a step at capacity (1x) runs before and after each
+    overload, so that each has the goodput of its own minutes beside it."""
+    overloads = [(f, seconds) for f in factors if f > 1]
+    if overloads:
+        overloads.append((overloads[-1][0], 3 * seconds))
+    runs = [(1.0, seconds)] if 1 in factors else []
+    for step in overloads:
+        runs += [step, (1.0, seconds)]
+    return runs
+
+
+def beside(rows: list[dict[str, Any]], index: int) -> float | None:
+    """The mean goodput of the 1x steps just before and after overload step `index`."""
+    near = [
+        rows[i]["goodput"]
+        for i in (index - 1, index + 1)
+        if 0 <= i < len(rows) and rows[i]["factor"] == 1
+    ]
+    return statistics.mean(near) if near else None
+
+
 def mixed(
     target: str,
     online: Workload,
@@ -385,10 +410,7 @@ def main() -> int:
             print(f"-- {model} overload", flush=True)
             entry["overload"] = []
             factors, flood = OVERLOAD[model]
-            runs = [(f, args.duration) for f in factors]
-            if factors:
-                # The longest overload three times over: memory must not grow with it.
-                runs.append((factors[-1], 3 * args.duration))
+            runs = overload_steps(factors, args.duration)
             for factor, seconds in runs:
                 row = step(
                     server.target,
@@ -497,21 +519,27 @@ def render_head_to_head(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def render_overload(e: dict[str, Any]) -> list[str]:
-    """Goodput under overload against adaptive's peak and the capacity."""
+    """Goodput under overload against adaptive's peak, the 1x steps beside
+    each overload, and the capacity."""
     adaptive = [r for r in e["loads"] if r["label"].endswith("__adaptive")] + e["overload"]
     peak = max(r["goodput"] for r in adaptive)
     out = [
         f"\nOverload (peak goodput {peak:,.0f}/s, the most adaptive answered in time at any"
-        f" open-loop load; capacity {e['capacity']:,.0f}/s):\n",
-        "| offered | seconds | goodput/s | of peak | of capacity | P99 admitted ms | refused "
-        "| RSS after MiB |",
-        "|---|---|---|---|---|---|---|---|",
+        f' open-loop load; capacity {e["capacity"]:,.0f}/s; "of 1x beside": against the'
+        " mean goodput of the 1x steps just before and after):\n",
+        "| offered | seconds | goodput/s | of peak | of 1x beside | of capacity "
+        "| P99 admitted ms | refused | RSS after MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in e["overload"]:
+    rows = e["overload"]
+    for i, r in enumerate(rows):
         refused = sum(r["errors"].values())
+        near = beside(rows, i) if r["factor"] > 1 else None
+        of_near = f"{r['goodput'] / near:.0%}" if near else "-"
         out.append(
-            f"| {r['factor']}x ({r['offered_rate']:,.0f}/s) | {r['window_s']:.0f} "
-            f"| {r['goodput']:,.0f} | {r['goodput'] / peak:.0%} | {r['goodput'] / e['capacity']:.0%} "
+            f"| {r['factor']:g}x ({r['offered_rate']:,.0f}/s) | {r['window_s']:.0f} "
+            f"| {r['goodput']:,.0f} | {r['goodput'] / peak:.0%} | {of_near} "
+            f"| {r['goodput'] / e['capacity']:.0%} "
             f"| {r['p99_ms']:.2f} | {refused:,} | {r['rss_mib_after']:.0f} |"
         )
     return out
