@@ -36,7 +36,7 @@ alternation (`--rounds`, order swapped every round), and the medians of
 those rounds are the comparison.
 
 Usage:
-    python benchmarks/scenarios/adaptive.py --out bench-results/adaptive [--models mlp] [--rounds 3]
+    python benchmarks/scenarios/adaptive.py --out bench-results/adaptive [--models mlp] [--rounds 5]
 
 Writes `results.json`, `p99_vs_load_<model>.png` and prints Markdown tables
 (also in `tables.md`).
@@ -340,7 +340,7 @@ def main() -> int:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=3,
+        default=5,
         help="alternated rounds of adaptive against each load's best static configuration",
     )
     args = parser.parse_args()
@@ -487,8 +487,9 @@ def render_head_to_head(rows: list[dict[str, Any]]) -> list[str]:
     out = [
         f"\nHead to head, alternated ({rounds} rounds; medians, then P50 per round):\n",
         "| load | best static | adaptive thr/s | P50 ms | P99 ms | answered "
-        "| static thr/s | P50 ms | P99 ms | answered | P50 by round, adaptive / static |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| static thr/s | P50 ms | P99 ms | answered | P50 by round, adaptive / static "
+        "| P50 paired: rounds ahead, median difference |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def median(side: list[dict[str, Any]], key: str) -> float:
@@ -511,9 +512,20 @@ def render_head_to_head(rows: list[dict[str, Any]]) -> list[str]:
             + ", "
             + " / ".join(f"{r['p50_ms']:.1f}" for r in s)
         )
+        # Each round ran the two side by side, so the difference within a
+        # round is free of the minute-to-minute drift between rounds.
+        paired = [
+            a_r["p50_ms"] - s_r["p50_ms"]
+            for a_r, s_r in zip(
+                sorted(a, key=lambda r: r["round"]),
+                sorted(s, key=lambda r: r["round"]),
+                strict=True,
+            )
+        ]
+        ahead = sum(d <= 0 for d in paired)
         out.append(
             f"| {fraction:.0%} | {s[0]['label'].split('__')[1]} | {cells[0]} | {cells[1]} "
-            f"| {by_round} |"
+            f"| {by_round} | {ahead} of {len(paired)}, {statistics.median(paired):+.2f} ms |"
         )
     return out
 
