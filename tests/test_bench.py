@@ -474,19 +474,6 @@ def test_knee_search_brackets_then_bisects() -> None:
     assert [r for r, _ in search.history[:2]] == [1000.0, 2000.0]
 
 
-def test_knee_search_rechecks_by_a_small_factor() -> None:
-    knee = 870.0
-    search = KneeSearch([1000.0], tolerance=0.03, max_steps=6, factor=1.1)
-    while (rate := search.next_rate()) is not None:
-        search.record(rate, rate <= knee)
-    # Down by 10% until a step passes, never by half, then bisection.
-    assert [round(r) for r, _ in search.history[:3]] == [1000, 909, 826]
-    assert search.passed is not None
-    assert search.failed is not None
-    assert search.passed <= knee < search.failed
-    assert (search.failed - search.passed) / search.passed <= 0.03
-
-
 def test_traffic_class_specs() -> None:
     spec = TrafficClass.parse("online:weight=0.8,priority=1,timeout-ms=20,slo-ms=10")
     assert spec == TrafficClass("online", 0.8, 1, 20.0, 10.0)

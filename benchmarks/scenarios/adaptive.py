@@ -21,14 +21,6 @@ other core. For each model it measures:
 5. for a model whose cost is linear in the batch (transformer_large), the
    static configurations without delay in the sweep are "dispatching at once".
 
-This machine's speed moves by 10% from one minute to the next, enough to
-turn 90% of a capacity measured a few minutes earlier into 100% of what the
-core gives now, a load no configuration serves. So capacity is measured again
-right before each step that sits near it (loads from 70%, every round of
-their head to head, the mixed run), by a short bisection around the last
-figure, and that step's load is a fraction of the new figure; every
-measurement is reported.
-
 The best static configuration at a load is the best of nine noisy
 measurements, which favours it against adaptive's one; so after the sweep,
 adaptive and each load's best static configuration are measured again in
@@ -69,9 +61,6 @@ from tidal.bench.workload import Workload
 from tidal.zoo import write_zoo
 
 LOADS = (0.1, 0.3, 0.5, 0.7, 0.9)
-# Loads from here on are near enough to capacity that its drift decides them:
-# capacity is measured again right before each of their steps.
-NEAR_CAPACITY = 0.7
 
 # model -> (objective ms, max_batch_size, static delays in us, static max batch sizes)
 MODELS = {
@@ -154,54 +143,25 @@ def as_row(result: StepResult) -> dict[str, Any]:
     return row
 
 
-class Capacity:
-    """The highest Poisson rate the greedy static configuration keeps up with
-    (everything answered, at most 1% failed, the median within the objective:
-    the tail is the policy's business, not the capacity's), measured once in
-    full and then again next to the steps it decides.
+def open_loop_capacity(
+    target: str, workload: Workload, label: str, first: float, slo: float, kw: dict[str, Any]
+) -> tuple[float, list[dict[str, Any]]]:
+    """The highest Poisson rate `label` keeps up with (everything answered,
+    at most 1% failed, the median within `slo`: the tail is the policy's
+    business, not the capacity's), by bisection from `first` (to 3%, at most
+    7 steps).
 
     A closed loop overstates what an open loop can get: its calls arrive as
     answers leave, in groups of a batch, so the network thread reads a batch's
     worth per wakeup. The loads of this scenario are open-loop Poisson.
     """
-
-    def __init__(
-        self, target: str, workload: Workload, label: str, slo: float, kw: dict[str, Any]
-    ) -> None:
-        self._run = (target, workload, label, slo, kw)
-        self.value = 0.0
-        self.checks: list[dict[str, Any]] = []
-        """Every measurement: the reason, the figure, and the steps behind it."""
-
-    def measure(self, first: float, reason: str = "start") -> float:
-        """Bisection from `first` (to 3%, at most 7 steps)."""
-        return self._search(KneeSearch(first=[first], tolerance=0.03, max_steps=7), reason)
-
-    def recheck(self, reason: str) -> float:
-        """A short search from the last figure, for the step about to run:
-        down or up by 8% at a time (never by half: one slow second must not
-        cost half the figure), then bisection to 3%, at most 5 steps."""
-        search = KneeSearch(first=[self.value], tolerance=0.03, max_steps=5, factor=1.08)
-        return self._search(search, reason)
-
-    def _search(self, search: KneeSearch, reason: str) -> float:
-        target, workload, label, slo, kw = self._run
-        rows = []
-        while (rate := search.next_rate()) is not None:
-            result = run_step(
-                target, workload, label=label, mode="open", rate=rate, slo_ms=slo, **kw
-            )
-            search.record(rate, step_passes(result, slo, quantile="p50"))
-            rows.append(as_row(result))
-        if search.passed:
-            self.value = search.passed
-        self.checks.append({"reason": reason, "capacity": self.value, "steps": rows})
-        print(f"-- capacity ({reason}): {self.value:.0f}/s open loop", flush=True)
-        return self.value
-
-    def for_load(self, fraction: float, reason: str) -> float:
-        """The capacity to take `fraction` of: measured again near capacity."""
-        return self.recheck(reason) if fraction >= NEAR_CAPACITY else self.value
+    search = KneeSearch(first=[first], tolerance=0.03, max_steps=7)
+    rows = []
+    while (rate := search.next_rate()) is not None:
+        result = run_step(target, workload, label=label, mode="open", rate=rate, slo_ms=slo, **kw)
+        search.record(rate, step_passes(result, slo, quantile="p50"))
+        rows.append(as_row(result))
+    return search.passed or 0.0, rows
 
 
 def head_to_head(
@@ -209,20 +169,19 @@ def head_to_head(
     workloads: dict[str, Workload],
     adaptive: str,
     best: dict[float, str],
-    capacity: Capacity,
+    capacity: float,
     slo: float,
     rounds: int,
     kw: dict[str, Any],
 ) -> list[dict[str, Any]]:
     """Adaptive against each load's best static configuration, alternated
     for `rounds` rounds with the order swapped every round, so that neither
-    always runs first or on the same minute's noise. Near capacity, each
-    round's pair runs at a fraction of the capacity measured just before it."""
+    always runs first or on the same minute's noise."""
     rows = []
     for fraction, static in best.items():
-        print(f"-- head to head at {fraction:.0%}", flush=True)
+        rate = fraction * capacity
+        print(f"-- head to head at {fraction:.0%} ({rate:.0f}/s)", flush=True)
         for round_ in range(rounds):
-            rate = fraction * capacity.for_load(fraction, f"head to head {fraction:.0%} {round_}")
             order = (adaptive, static) if round_ % 2 == 0 else (static, adaptive)
             for name in order:
                 row = step(target, workloads[name], name, mode="open", rate=rate, slo_ms=slo, **kw)
@@ -373,17 +332,19 @@ def main() -> int:
                 concurrency=2 * max_batch,
                 **kw,
             )
-            capacity = Capacity(server.target, workloads[greedy], greedy, slo, kw)
-            capacity.measure(cap["throughput"])
+            capacity, search = open_loop_capacity(
+                server.target, workloads[greedy], greedy, cap["throughput"], slo, kw
+            )
+            print(f"-- {model} capacity: {capacity:.0f}/s open loop", flush=True)
             entry: dict[str, Any] = {
                 "slo_ms": slo,
-                "capacity": capacity.value,
+                "capacity": capacity,
                 "capacity_step": cap,
-                "capacity_checks": capacity.checks,
+                "capacity_search": search,
                 "loads": [],
             }
             for fraction in LOADS:
-                rate = fraction * capacity.for_load(fraction, f"sweep {fraction:.0%}")
+                rate = fraction * capacity
                 print(f"-- {model} at {fraction:.0%} of capacity ({rate:.0f}/s)", flush=True)
                 for name in configs[model]:
                     row = step(
@@ -417,7 +378,7 @@ def main() -> int:
                     workloads[adaptive],
                     adaptive,
                     mode="open",
-                    rate=factor * capacity.value,
+                    rate=factor * capacity,
                     slo_ms=slo,
                     duration_s=seconds,
                     warmup_s=args.warmup,
@@ -426,13 +387,12 @@ def main() -> int:
                 row["rss_mib_after"] = rss_mib(pid)
                 entry["overload"].append(row)
             print(f"-- {model} mixed", flush=True)
-            entry["mixed_capacity"] = capacity.recheck("mixed")
             entry["mixed"] = mixed(
                 server.target,
                 at_priority(server.target, adaptive, 1),
                 at_priority(server.target, adaptive, 2),
-                0.5 * capacity.value,
-                flood * capacity.value,
+                0.5 * capacity,
+                flood * capacity,
                 slo,
                 args.duration,
                 args.warmup,
@@ -586,11 +546,6 @@ def render(report: dict[str, Any]) -> str:
                 f"{a['p99_ms']:.2f} | {a['answered_fraction']:.1%} | {b['label'].split('__')[1]} | "
                 f"{b['throughput']:,.0f} | {b['p50_ms']:.2f} | {b['p99_ms']:.2f} |"
             )
-        out.append(
-            "\nCapacity measured again near it: "
-            + ", ".join(f"{c['reason']} {c['capacity']:,.0f}" for c in e["capacity_checks"])
-            + " req/s.\n"
-        )
         out.extend(render_head_to_head(e.get("head_to_head", [])))
         out.append("\nStatic sweep (P50 / P99 ms, answered %):\n")
         names = sorted({r["label"] for r in e["loads"] if "__static" in r["label"]})
@@ -616,8 +571,7 @@ def render(report: dict[str, Any]) -> str:
             f"\nMixed: online {m['online']['offered_rate']:,.0f}/s (priority 1) + batch flood "
             f"{m['batch']['offered_rate']:,.0f}/s (priority 2): online P99 {m['online']['p99_ms']:.2f} ms, "
             f"online answered {m['online']['throughput']:,.0f}/s, total throughput {total:,.0f}/s "
-            f"= {total / e['mixed_capacity']:.0%} of the capacity measured before it "
-            f"({e['mixed_capacity']:,.0f}/s).\n"
+            f"= {total / e['capacity']:.0%} of capacity.\n"
         )
     return "\n".join(out)
 

@@ -4,8 +4,7 @@ A step *passes* when the P99 of its successful answers is within the SLO,
 at most `max_error_fraction` of its requests failed (a server that refuses
 work to keep its tail short does not get to call the refusals served), and
 every request was answered. The search brackets the knee by doubling or
-halving from a first guess (or by a smaller factor, to re-check a knee
-known to be near), then bisects the bracket until it is narrower
+halving from a first guess, then bisects the bracket until it is narrower
 than `tolerance` (relative) or the step budget is spent. Each `KneeSearch`
 only proposes rates and takes verdicts, so several searches (one per
 target, with `--compare`) can run interleaved, step by step.
@@ -52,16 +51,13 @@ class KneeSearch:
             `low, high`); one already decided by an earlier verdict is skipped.
         tolerance: stop when (fail - pass) / pass is at most this.
         max_steps: stop after this many steps, bracket or not.
-        min_rate: give up going down below this rate (the SLO is out of reach).
-        factor: while only one side is known, the next rate is the passed
-            rate times this, or the failed rate divided by it.
+        min_rate: give up halving below this rate (the SLO is out of reach).
     """
 
     first: Sequence[float]
     tolerance: float = 0.05
     max_steps: int = 8
     min_rate: float = 1.0
-    factor: float = 2.0
     passed: float | None = None
     """Highest rate that passed so far: the knee, when the search ends."""
     failed: float | None = None
@@ -78,10 +74,10 @@ class KneeSearch:
         if self.passed is None:
             if self.failed is None:
                 return None
-            rate = self.failed / self.factor
+            rate = self.failed / 2
             return rate if rate >= self.min_rate else None
         if self.failed is None:
-            return self.passed * self.factor
+            return self.passed * 2
         if (self.failed - self.passed) / self.passed <= self.tolerance:
             return None
         return (self.passed + self.failed) / 2
