@@ -67,11 +67,12 @@ MODELS = {
     "mlp": (10.0, 64, (0, 1000, 4000), (16, 32, 64)),
     "transformer_large": (100.0, 32, (0, 5000, 20000), (8, 16, 32)),
 }
-# model -> (overload factors, batch flood of the mixed run as a multiple of capacity).
+# model -> (overload factors, each run between steps at 1x; batch flood of the mixed run
+# as a multiple of capacity).
 # Offering the mlp (about 12,000/s) 2x and 5x its capacity would measure the
 # gRPC layer, which cannot parse that many requests on one core, not the
 # scheduler: the heavier model is the one to overload.
-OVERLOAD = {"mlp": ((), 1.0), "transformer_large": ((1, 2, 5), 3.0)}
+OVERLOAD = {"mlp": ((), 1.0), "transformer_large": ((2, 5), 3.0)}
 
 
 def write_repository(root: Path) -> dict[str, list[str]]:
@@ -196,10 +197,10 @@ def overload_steps(factors: tuple[float, ...], seconds: float) -> list[tuple[flo
     longest overload is run again three times over (memory must not grow
     with it), and a step at capacity (1x) runs before and after each
     overload, so that each has the goodput of its own minutes beside it."""
-    overloads = [(f, seconds) for f in factors if f > 1]
-    if overloads:
-        overloads.append((overloads[-1][0], 3 * seconds))
-    runs = [(1.0, seconds)] if 1 in factors else []
+    if not factors:
+        return []
+    overloads = [(f, seconds) for f in factors] + [(factors[-1], 3 * seconds)]
+    runs = [(1.0, seconds)]
     for step in overloads:
         runs += [step, (1.0, seconds)]
     return runs
