@@ -474,15 +474,9 @@ def render_head_to_head(rows: list[dict[str, Any]]) -> list[str]:
             + " / ".join(f"{r['p50_ms']:.1f}" for r in s)
         )
         # Each round ran the two side by side, so the difference within a
-        # round is free of the minute-to-minute drift between rounds.
-        paired = [
-            a_r["p50_ms"] - s_r["p50_ms"]
-            for a_r, s_r in zip(
-                sorted(a, key=lambda r: r["round"]),
-                sorted(s, key=lambda r: r["round"]),
-                strict=True,
-            )
-        ]
+        # round is free of the minute-to-minute drift between rounds. Rows
+        # are in round order (as `by_round` prints them).
+        paired = [a_r["p50_ms"] - s_r["p50_ms"] for a_r, s_r in zip(a, s, strict=True)]
         ahead = sum(d <= 0 for d in paired)
         out.append(
             f"| {fraction:.0%} | {s[0]['label'].split('__')[1]} | {cells[0]} | {cells[1]} "
