@@ -5,6 +5,7 @@
 //! [`RunningServer::shutdown`] stops accepting connections and lets calls in
 //! flight finish; the models' queues are drained by their own shutdown.
 
+mod coalesce;
 mod codec;
 mod describe;
 pub mod proto;
@@ -16,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use futures::TryStreamExt;
 use parking_lot::RwLock;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -192,13 +194,14 @@ pub async fn start(options: ServerOptions) -> std::io::Result<RunningServer> {
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(inference);
-    let task = tokio::spawn(router.serve_with_incoming_shutdown(
-        // Small answers must not wait for Nagle's algorithm and the peer's delayed ACK.
-        TcpIncoming::from(listener).with_nodelay(Some(true)),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    // Small answers must not wait for Nagle's algorithm and the peer's
+    // delayed ACK; they wait instead for the others the connection has ready.
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .map_ok(coalesce::Coalesced::new);
+    let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let _ = stopped.await;
+    }));
     Ok(RunningServer {
         port,
         state,
