@@ -11,7 +11,9 @@ encoding).
 
 This is the tool for comparing two builds: run it on one, rebuild, run it on
 the other, and alternate for a few rounds, since this machine's figures move
-from minute to minute.
+from minute to minute. The server's threads' CPU time over the step (Linux)
+says where the core went: the network threads' time per request offered,
+the workers' time per request answered.
 
 Usage:
     python benchmarks/scenarios/probe.py --model transformer_large --slo-ms 100 \\
@@ -27,6 +29,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +67,43 @@ def server_figures(target: str, model: str) -> list[str]:
     return lines
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def thread_times(pid: int) -> dict[str, float]:
+    """CPU seconds so far of the server's network threads and model workers,
+    summed by kind (Linux /proc)."""
+    totals: dict[str, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:  # the thread ended
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        kind = "network" if name == "tidal-grpc" else "worker" if name.startswith("tidal-") else ""
+        if kind:
+            fields = stat.rsplit(")", 1)[1].split()
+            totals[kind] = totals.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / _TICK
+    return totals
+
+
+def thread_figures(
+    before: dict[str, float],
+    after: dict[str, float],
+    seconds: float,
+    offered: float,
+    answered: float,
+) -> str:
+    """What the network threads cost per request offered, and the workers per request answered."""
+    network = after.get("network", 0.0) - before.get("network", 0.0)
+    workers = after.get("worker", 0.0) - before.get("worker", 0.0)
+    return (
+        f"  server threads: network {network / seconds:.0%} of the core, "
+        f"{network / max(offered, 1) * 1e6:.1f} us per request offered; workers "
+        f"{workers / seconds:.0%}, {workers / max(answered, 1) * 1e6:.1f} us per request answered"
+    )
+
+
 def probe(args: argparse.Namespace, repo: Path, round_: int) -> None:
     """One round on a fresh server, whose statistics then cover this round only."""
     with ServerProcess(repo, cpus=[args.server_cpu], extra_args=args.serve) as server:
@@ -97,10 +137,14 @@ def probe(args: argparse.Namespace, repo: Path, round_: int) -> None:
             if args.flood:
                 loads.append(("flood", flood, args.flood, 2))
             threads = [threading.Thread(target=drive, args=load) for load in loads]
+            before, started = thread_times(server.pid), time.monotonic()
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
+            after, seconds = thread_times(server.pid), time.monotonic() - started
+            # Warm-up and measured window together: what the thread times cover.
+            window = args.warmup + args.duration
             print(f"round {round_}: {args.model}, {args.policy}, slo {args.slo_ms:g} ms")
             for name, r in results.items():
                 print(
@@ -109,6 +153,15 @@ def probe(args: argparse.Namespace, repo: Path, round_: int) -> None:
                     f"p99 {r.p99_ms:.2f} ms, mean batch {r.mean_batch_size or 0:.1f}, "
                     f"errors {r.errors}"
                 )
+            print(
+                thread_figures(
+                    before,
+                    after,
+                    seconds,
+                    offered=sum(r.offered_rate for r in results.values()) * window,
+                    answered=sum(r.throughput for r in results.values()) * window,
+                )
+            )
             # The server's figures cover the whole round so far.
             for line in server_figures(server.target, "m"):
                 print(line)

@@ -68,6 +68,11 @@ class ServerProcess:
         self.metrics_port = int(match["metrics"]) if "metrics" in match.groupdict() else 0
         return self
 
+    @property
+    def pid(self) -> int:
+        """The server's process id; 0 when it is not running."""
+        return self._process.pid if self._process is not None else 0
+
     def stop(self, timeout_s: float = 30.0) -> int:
         """SIGTERM the server and wait for it; returns its exit status."""
         if self._process is None:
