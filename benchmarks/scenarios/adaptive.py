@@ -311,7 +311,7 @@ def main() -> int:
     report: dict[str, Any] = {"machine": os.uname().nodename, "cpus": os.cpu_count(), "models": {}}
     kw = {"duration_s": args.duration, "warmup_s": args.warmup}
     with ServerProcess(tmp / "repo", cpus=[args.server_cpu]) as server:
-        pid = server._process.pid if server._process else 0
+        pid = server.pid
         for model in args.models.split(","):
             slo, *_ = MODELS[model]
             print(f"== {model} (objective {slo} ms)", flush=True)
