@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -217,6 +218,30 @@ def test_invalid_request_is_refused(stub: Client, case: str) -> None:
     for word in words:
         assert word in error.details(), f"{word!r} not in {error.details()!r}"
     assert_still_serves(stub)
+
+
+def test_invalid_requests_are_counted_apart(stub: Client) -> None:
+    """Malformed requests show in their model's `invalid` count, and in none
+    of the counts of admitted or refused requests."""
+    requests = [INVALID[case][0]() for case in sorted(INVALID)]
+    sent = Counter(r.model_name for r in requests)
+
+    def stats() -> dict[str, pb.ModelStatistics]:
+        return {
+            name: stub.stub.ModelStatistics(pb.ModelStatisticsRequest(name=name)).model_stats[0]
+            for name in sent
+        }
+
+    before = stats()
+    for request in requests:
+        _refused(stub, request)
+    after = stats()
+    for name, count in sent.items():
+        assert after[name].invalid - before[name].invalid == count, name
+        lanes = zip(after[name].priority_stats, before[name].priority_stats, strict=True)
+        for lane, lane_before in lanes:
+            assert lane.admitted == lane_before.admitted
+            assert lane.refused == lane_before.refused
 
 
 def test_invalid_request_through_tritonclient(client: grpcclient.InferenceServerClient) -> None:

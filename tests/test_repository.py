@@ -319,6 +319,9 @@ def test_metrics_count_failures(
     before = _scrape(server)
     with pytest.raises(InferenceServerException):
         client.infer("fail_on_negative", [infer_input("x", -np.ones((1, 4), np.float32))])
+    # Malformed (a row of 5 where the model takes 4): refused before admission.
+    with pytest.raises(InferenceServerException, match="`x`"):
+        client.infer("fail_on_negative", [infer_input("x", np.ones((1, 5), np.float32))])
     # A burst at the one-request queue: some are refused (UNAVAILABLE).
     a = np.ones((1, 16), np.float32)
     errors: list[object] = []
@@ -340,8 +343,10 @@ def test_metrics_count_failures(
     def delta(name: str, model: str) -> float:
         return _value(after, name, model=model) - _value(before, name, model=model)
 
-    assert delta("tidal_requests_total", "fail_on_negative") == 1
-    assert delta("tidal_request_failures_total", "fail_on_negative") == 1
+    assert delta("tidal_requests_total", "fail_on_negative") == 2
+    assert delta("tidal_request_failures_total", "fail_on_negative") == 2
+    assert delta("tidal_request_invalid_total", "fail_on_negative") == 1
+    assert delta("tidal_request_refusals_total", "fail_on_negative") == 0
     # Requests refused at admission were answered, with an error: they count.
     assert delta("tidal_requests_total", "tiny_queue") == burst
     assert delta("tidal_request_failures_total", "tiny_queue") == refused

@@ -185,6 +185,9 @@ def test_overload_is_refused_at_once_and_the_admitted_meet_the_objective(
     series = 'tidal_admission_reserve{model="tight",priority="1"}'
     line = next(x for x in text.splitlines() if x.startswith(series))
     assert 0.0 <= float(line.split()[-1]) <= 0.5, line
+    # ModelStatistics reports the same reserve (no batch has run since).
+    reserve = _stats(server, "tight").priority_stats[0].admission_reserve
+    assert reserve == pytest.approx(float(line.split()[-1])), line
 
 
 def test_statistics_report_priorities_and_the_fitted_cost(server: TidalServer) -> None:

@@ -159,7 +159,8 @@ class Server:
         compute_input_ns, compute_infer_ns, compute_output_ns, admitted_count,
         refused_count (refused at admission, not in fail_count), expired_count
         and cancelled_count (dropped from the queue, in fail_count),
-        completed_count, queue_depth, batch_sizes (batch size -> number of
+        completed_count, invalid_count (refused as malformed before
+        admission, in no other count), queue_depth, batch_sizes (batch size -> number of
         batches), the fitted batch cost (cost_fixed_us, cost_per_row_us and
         cost_tail_factor, floats) and priorities (one dict per level: outcome
         counts, latency quantiles such as end_to_end_p99_us, and

@@ -8,9 +8,13 @@ metrics between scrapes.
 Series, each labelled with `model`:
 
 - `tidal_requests_total`: requests answered, successfully or not
-- `tidal_request_failures_total`: requests answered with an error (refusals included)
+- `tidal_request_failures_total`: requests answered with an error (refusals
+  and malformed requests included)
 - `tidal_request_refusals_total`: requests refused at admission (queue full,
   predicted to miss its deadline, unloading)
+- `tidal_request_invalid_total`: requests refused as malformed before
+  admission (`INVALID_ARGUMENT`: tensors that do not match the signature, bad
+  parameters)
 - `tidal_request_duration_seconds_total`: time from arrival to answer, summed
 - `tidal_inferences_total`: samples run through the model (a batch of n counts n)
 - `tidal_executions_total`: model executions, i.e. batches
@@ -100,6 +104,11 @@ class StatisticsCollector:
             " model unloading).",
             labels=label,
         )
+        invalid = CounterMetricFamily(
+            "tidal_request_invalid",
+            "Requests refused as malformed before admission (INVALID_ARGUMENT).",
+            labels=label,
+        )
         depth = GaugeMetricFamily("tidal_queue_depth", "Requests waiting now.", labels=label)
         batches = CounterMetricFamily(
             "tidal_batches", "Batches run, by batch size.", labels=["model", "batch_size"]
@@ -148,9 +157,11 @@ class StatisticsCollector:
             # Refused requests are answered too (UNAVAILABLE), but the core
             # counts them apart from the admitted ones that failed.
             refused = _count(stats, "refused_count")
-            requests.add_metric(model, success + fail + refused)
-            failures.add_metric(model, fail + refused)
+            malformed = _count(stats, "invalid_count")
+            requests.add_metric(model, success + fail + refused + malformed)
+            failures.add_metric(model, fail + refused + malformed)
             refusals.add_metric(model, refused)
+            invalid.add_metric(model, malformed)
             request_ns = _count(stats, "success_ns") + _count(stats, "fail_ns")
             request_time.add_metric(model, request_ns * _NS)
             inferences.add_metric(model, _count(stats, "inference_count"))
@@ -183,6 +194,7 @@ class StatisticsCollector:
             requests,
             failures,
             refusals,
+            invalid,
             request_time,
             inferences,
             executions,

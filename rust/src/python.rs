@@ -558,6 +558,7 @@ impl Server {
             ("expired_count", s.total(|l| l.expired)),
             ("cancelled_count", s.total(|l| l.cancelled)),
             ("completed_count", s.total(|l| l.completed)),
+            ("invalid_count", s.invalid),
             ("queue_depth", model.queued() as u64),
         ] {
             d.set_item(key, value)?;

@@ -103,6 +103,9 @@ pub struct StatsSnapshot {
     pub compute_output: Duration2,
     /// Milliseconds since the epoch of the last executed batch.
     pub last_inference_ms: u64,
+    /// Requests refused as malformed before admission (`INVALID_ARGUMENT`:
+    /// tensors that do not match the signature, bad parameters).
+    pub invalid: u64,
     /// By batch size (rows).
     pub batches: BTreeMap<usize, BatchFigures>,
     /// By priority level, level 1 first.
@@ -199,6 +202,7 @@ pub struct ModelStats {
     compute_infer: Timed,
     compute_output: Timed,
     last_inference_ms: AtomicU64,
+    invalid: AtomicU64,
     batches: Mutex<BTreeMap<usize, BatchFigures>>,
     lanes: Vec<Lane>,
 }
@@ -233,6 +237,7 @@ impl ModelStats {
             compute_infer: Timed::default(),
             compute_output: Timed::default(),
             last_inference_ms: AtomicU64::new(0),
+            invalid: AtomicU64::new(0),
             batches: Mutex::new(BTreeMap::new()),
             lanes: (0..levels.max(1)).map(|_| Lane::new()).collect(),
         }
@@ -245,6 +250,12 @@ impl ModelStats {
     /// A request entered the queue.
     pub fn admitted(&self, priority: u32) {
         self.lane(priority).admitted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request was refused as malformed, before admission: it has no
+    /// priority level yet (its parameters may be what was wrong).
+    pub fn invalid(&self) {
+        self.invalid.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A request was refused at submit.
@@ -321,6 +332,7 @@ impl ModelStats {
             compute_infer: self.compute_infer.read(),
             compute_output: self.compute_output.read(),
             last_inference_ms: self.last_inference_ms.load(Ordering::Relaxed),
+            invalid: self.invalid.load(Ordering::Relaxed),
             batches: self.batches.lock().clone(),
             lanes: self.lanes.iter().map(Lane::snapshot).collect(),
         }
@@ -338,6 +350,7 @@ mod tests {
         s.admitted(2);
         s.admitted(2);
         s.refused(2);
+        s.invalid();
         s.dequeued(1, Duration::from_micros(100));
         s.dequeued(2, Duration::from_micros(300));
         s.batch(BatchTiming {
@@ -367,7 +380,9 @@ mod tests {
             }
         );
         assert_eq!(snap.success.count, 2);
+        // Neither the refusal nor the malformed request is a failure of an admitted one.
         assert_eq!(snap.fail.count, 1);
+        assert_eq!(snap.invalid, 1);
         assert_eq!(snap.batches[&5].count, 1);
         let (online, batch) = (&snap.lanes[0], &snap.lanes[1]);
         assert_eq!((online.admitted, online.completed), (1, 1));

@@ -293,7 +293,7 @@ class InferBatchStatistics(_message.Message):
     def __init__(self, batch_size: _Optional[int] = ..., compute_input: _Optional[_Union[StatisticDuration, _Mapping]] = ..., compute_infer: _Optional[_Union[StatisticDuration, _Mapping]] = ..., compute_output: _Optional[_Union[StatisticDuration, _Mapping]] = ...) -> None: ...
 
 class ModelStatistics(_message.Message):
-    __slots__ = ("name", "version", "last_inference", "inference_count", "execution_count", "inference_stats", "batch_stats", "priority_stats", "batch_cost")
+    __slots__ = ("name", "version", "last_inference", "inference_count", "execution_count", "inference_stats", "batch_stats", "priority_stats", "batch_cost", "invalid")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     LAST_INFERENCE_FIELD_NUMBER: _ClassVar[int]
@@ -303,6 +303,7 @@ class ModelStatistics(_message.Message):
     BATCH_STATS_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_STATS_FIELD_NUMBER: _ClassVar[int]
     BATCH_COST_FIELD_NUMBER: _ClassVar[int]
+    INVALID_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     last_inference: int
@@ -312,7 +313,8 @@ class ModelStatistics(_message.Message):
     batch_stats: _containers.RepeatedCompositeFieldContainer[InferBatchStatistics]
     priority_stats: _containers.RepeatedCompositeFieldContainer[PriorityStatistics]
     batch_cost: BatchCost
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., last_inference: _Optional[int] = ..., inference_count: _Optional[int] = ..., execution_count: _Optional[int] = ..., inference_stats: _Optional[_Union[InferStatistics, _Mapping]] = ..., batch_stats: _Optional[_Iterable[_Union[InferBatchStatistics, _Mapping]]] = ..., priority_stats: _Optional[_Iterable[_Union[PriorityStatistics, _Mapping]]] = ..., batch_cost: _Optional[_Union[BatchCost, _Mapping]] = ...) -> None: ...
+    invalid: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., last_inference: _Optional[int] = ..., inference_count: _Optional[int] = ..., execution_count: _Optional[int] = ..., inference_stats: _Optional[_Union[InferStatistics, _Mapping]] = ..., batch_stats: _Optional[_Iterable[_Union[InferBatchStatistics, _Mapping]]] = ..., priority_stats: _Optional[_Iterable[_Union[PriorityStatistics, _Mapping]]] = ..., batch_cost: _Optional[_Union[BatchCost, _Mapping]] = ..., invalid: _Optional[int] = ...) -> None: ...
 
 class LatencyPercentiles(_message.Message):
     __slots__ = ("count", "p50_us", "p90_us", "p99_us", "p999_us", "max_us")
@@ -331,7 +333,7 @@ class LatencyPercentiles(_message.Message):
     def __init__(self, count: _Optional[int] = ..., p50_us: _Optional[int] = ..., p90_us: _Optional[int] = ..., p99_us: _Optional[int] = ..., p999_us: _Optional[int] = ..., max_us: _Optional[int] = ...) -> None: ...
 
 class PriorityStatistics(_message.Message):
-    __slots__ = ("priority", "admitted", "refused", "expired", "cancelled", "completed", "failed", "queue", "compute", "end_to_end")
+    __slots__ = ("priority", "admitted", "refused", "expired", "cancelled", "completed", "failed", "queue", "compute", "end_to_end", "admission_reserve")
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     ADMITTED_FIELD_NUMBER: _ClassVar[int]
     REFUSED_FIELD_NUMBER: _ClassVar[int]
@@ -342,6 +344,7 @@ class PriorityStatistics(_message.Message):
     QUEUE_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_FIELD_NUMBER: _ClassVar[int]
     END_TO_END_FIELD_NUMBER: _ClassVar[int]
+    ADMISSION_RESERVE_FIELD_NUMBER: _ClassVar[int]
     priority: int
     admitted: int
     refused: int
@@ -352,7 +355,8 @@ class PriorityStatistics(_message.Message):
     queue: LatencyPercentiles
     compute: LatencyPercentiles
     end_to_end: LatencyPercentiles
-    def __init__(self, priority: _Optional[int] = ..., admitted: _Optional[int] = ..., refused: _Optional[int] = ..., expired: _Optional[int] = ..., cancelled: _Optional[int] = ..., completed: _Optional[int] = ..., failed: _Optional[int] = ..., queue: _Optional[_Union[LatencyPercentiles, _Mapping]] = ..., compute: _Optional[_Union[LatencyPercentiles, _Mapping]] = ..., end_to_end: _Optional[_Union[LatencyPercentiles, _Mapping]] = ...) -> None: ...
+    admission_reserve: float
+    def __init__(self, priority: _Optional[int] = ..., admitted: _Optional[int] = ..., refused: _Optional[int] = ..., expired: _Optional[int] = ..., cancelled: _Optional[int] = ..., completed: _Optional[int] = ..., failed: _Optional[int] = ..., queue: _Optional[_Union[LatencyPercentiles, _Mapping]] = ..., compute: _Optional[_Union[LatencyPercentiles, _Mapping]] = ..., end_to_end: _Optional[_Union[LatencyPercentiles, _Mapping]] = ..., admission_reserve: _Optional[float] = ...) -> None: ...
 
 class BatchCost(_message.Message):
     __slots__ = ("fixed_us", "per_row_us", "tail_factor")

@@ -147,8 +147,14 @@ fn latency(p: Percentiles) -> Option<LatencyPercentiles> {
     })
 }
 
-/// ModelStatistics from a snapshot of the model's counters and its cost line.
-pub(super) fn statistics(spec: &ModelSpec, s: &StatsSnapshot, cost: Line) -> ModelStatistics {
+/// ModelStatistics from a snapshot of the model's counters, its cost line
+/// and the admission reserve of each priority level.
+pub(super) fn statistics(
+    spec: &ModelSpec,
+    s: &StatsSnapshot,
+    cost: Line,
+    reserve: impl Fn(u32) -> f64,
+) -> ModelStatistics {
     ModelStatistics {
         name: spec.name.clone(),
         version: spec.version.clone(),
@@ -199,6 +205,7 @@ pub(super) fn statistics(spec: &ModelSpec, s: &StatsSnapshot, cost: Line) -> Mod
                 queue: latency(lane.queue),
                 compute: latency(lane.compute),
                 end_to_end: latency(lane.end_to_end),
+                admission_reserve: reserve(priority),
             })
             .collect(),
         batch_cost: Some(BatchCost {
@@ -206,5 +213,6 @@ pub(super) fn statistics(spec: &ModelSpec, s: &StatsSnapshot, cost: Line) -> Mod
             per_row_us: cost.per_row_ns / 1e3,
             tail_factor: cost.tail_factor,
         }),
+        invalid: s.invalid,
     }
 }

@@ -50,9 +50,13 @@ impl InferenceService {
             .state
             .registry
             .get(&request.model_name, &request.model_version)?;
-        let (inputs, options) = codec::decode_request(request, client_deadline)?;
-        let id = options.id.clone();
-        let request = build_request(&model.spec, inputs, options, Instant::now())?;
+        let (id, request) = codec::decode_request(request, client_deadline)
+            .and_then(|(inputs, options)| {
+                let id = options.id.clone();
+                let request = build_request(&model.spec, inputs, options, Instant::now())?;
+                Ok((id, request))
+            })
+            .inspect_err(|_| model.stats.invalid())?;
         let answer = model.submit(request)?;
         Ok((model, id, answer))
     }
@@ -257,7 +261,11 @@ impl GrpcInferenceService for InferenceService {
         };
         let model_stats = models
             .iter()
-            .map(|m| describe::statistics(&m.spec, &m.stats.snapshot(), m.cost().line()))
+            .map(|m| {
+                describe::statistics(&m.spec, &m.stats.snapshot(), m.cost().line(), |priority| {
+                    m.admission_reserve(priority)
+                })
+            })
             .collect();
         Ok(Response::new(ModelStatisticsResponse { model_stats }))
     }
