@@ -75,6 +75,10 @@ pub struct ModelSpec {
     pub priority_levels: u32,
     /// Worker threads, each with its own executor.
     pub instance_count: usize,
+    /// Whether a request that arrives during a batch is read only after it:
+    /// the network threads share the workers' cores and do not preempt a
+    /// batch (see `server::runtime`). The deployment's, not the user's.
+    pub reads_between_batches: bool,
 }
 
 impl ModelSpec {
@@ -170,6 +174,7 @@ pub(crate) mod tests {
             queue_capacity: 16,
             priority_levels: 2,
             instance_count: 1,
+            reads_between_batches: false,
         }
     }
 

@@ -218,6 +218,8 @@ impl ModelSpec {
             queue_capacity: self.queue_capacity,
             priority_levels: self.priority_levels,
             instance_count: self.instance_count,
+            // Set by the server that serves it.
+            reads_between_batches: false,
         })
     }
 }
@@ -500,7 +502,10 @@ impl Server {
         executors: Vec<Py<PyAny>>,
     ) -> PyResult<()> {
         let state = self.state()?;
-        let core = Arc::new(spec.to_core()?);
+        let mut core = spec.to_core()?;
+        core.reads_between_batches =
+            server::runtime::reads_between_batches(self.network_scheduling, core.instance_count);
+        let core = Arc::new(core);
         let executors: Vec<Box<dyn Executor>> = executors
             .into_iter()
             .map(|callable| {

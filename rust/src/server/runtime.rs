@@ -50,6 +50,15 @@ impl FromStr for NetworkScheduling {
     }
 }
 
+/// Whether, scheduled as `scheduling` says, a request that arrives while
+/// `workers` workers run batches is read only once one of them ends: the
+/// process has no core that a batch cannot be running on, and its network
+/// threads do not preempt a batch.
+pub fn reads_between_batches(scheduling: NetworkScheduling, workers: usize) -> bool {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    cfg!(target_os = "linux") && scheduling == NetworkScheduling::Batch && cores <= workers
+}
+
 /// A multi-threaded runtime of `threads` threads (0: one per core available
 /// to the process) named `tidal-grpc`, scheduled as `scheduling` says.
 pub fn build(threads: usize, scheduling: NetworkScheduling) -> std::io::Result<Runtime> {
@@ -108,6 +117,20 @@ mod tests {
         assert_eq!("normal".parse(), Ok(NetworkScheduling::Normal));
         let err = "fifo".parse::<NetworkScheduling>().unwrap_err();
         assert!(err.contains("`fifo`") && err.contains("`batch`"), "{err}");
+    }
+
+    #[test]
+    fn requests_wait_for_a_batch_only_where_no_core_is_left_to_read_them() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let batch = NetworkScheduling::Batch;
+        assert_eq!(
+            reads_between_batches(batch, cores),
+            cfg!(target_os = "linux")
+        );
+        // A core no batch runs on, or network threads that preempt batches,
+        // read a request as it arrives.
+        assert!(!reads_between_batches(batch, cores - 1));
+        assert!(!reads_between_batches(NetworkScheduling::Normal, cores));
     }
 
     #[test]
