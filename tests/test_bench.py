@@ -30,6 +30,7 @@ from tidal.bench import (
     run_step,
     step_passes,
 )
+from tidal.bench.paired import median_interval, paired
 from tidal.bench.stats import StepResult
 from tidal.bench.workload import TensorInfo
 from tidal.cli import main
@@ -526,6 +527,47 @@ def test_step_verdicts() -> None:
     # Held to the median instead, a long tail passes (p50 is 1 ms here).
     assert step_passes(step(11.0, {}), 10.0, quantile="p50")
     assert not step_passes(step(11.0, {}), 0.5, quantile="p50")
+
+
+def test_median_interval_is_the_sign_tests() -> None:
+    # Five rounds: only the extremes give at least 90% (1 - 2/32); eight:
+    # the second smallest and largest (1 - 2 * 9/256).
+    assert median_interval([3.0, 1.0, 5.0, 2.0, 4.0]) == (1.0, 5.0, 1 - 2 / 32)
+    low, high, coverage = median_interval([float(i) for i in range(8)])
+    assert (low, high) == (1.0, 6.0)
+    assert math.isclose(coverage, 1 - 2 * 9 / 256)
+    # Asked for less, the interval narrows.
+    assert median_interval([float(i) for i in range(8)], confidence=0.7)[:2] == (2.0, 5.0)
+    with pytest.raises(ValueError, match="no values"):
+        median_interval([])
+
+
+def test_paired_verdicts() -> None:
+    static = [1.0, 2.0, 1.0, 2.0, 1.0]
+    # Within a round A is 1% ahead or 1% behind: nothing the rounds resolve,
+    # whatever the drift between rounds.
+    level = paired([0.99, 2.02, 1.01, 1.98, 0.99], static)
+    assert level.verdict == "level"
+    assert level.ahead == 3
+    assert math.isclose(level.low, -0.01)
+    assert math.isclose(level.high, 0.01)
+    # Behind in every round, by however little: worse.
+    worse = paired([1.01, 2.02, 1.01, 2.02, 1.01], static)
+    assert worse.verdict == "worse"
+    assert worse.ahead == 0
+    assert worse.describe() == "worse, median +1.0% [+1.0%, +1.0%] (94%), ahead in 0 of 5"
+    # Higher is better (throughput): more in every round is better.
+    more = paired([1.1, 2.2, 1.1, 2.2, 1.1], static, lower_is_better=False)
+    assert more.verdict == "better"
+    assert more.ahead == 5
+    absolute = paired([0.5, 0.5], [1.0, 1.5], relative=False)
+    assert absolute.differences == (-0.5, -1.0)
+    assert absolute.verdict == "better"
+    assert absolute.describe().startswith("better, median -0.75 ms [-1.00 ms, -0.50 ms]")
+    with pytest.raises(ValueError, match="round by round"):
+        paired([1.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="figure of 0"):
+        paired([1.0], [0.0])
 
 
 def test_ctrl_c_stops_a_run_and_keeps_what_it_measured(echo: EchoProcess) -> None:

@@ -17,18 +17,22 @@ other core. For each model it measures:
    (the highest adaptive reached at any open-loop load, overload included)
    and against the 1x steps beside it, run at the same minutes' speed;
 4. mixed traffic: online (priority 1) at 50% of capacity plus a batch-priority
-   (2) flood (see OVERLOAD for its size);
-5. for a model whose cost is linear in the batch (transformer_large), the
-   static configurations without delay in the sweep are "dispatching at once".
+   (2) flood (see OVERLOAD for its size), `--mixed-rounds` times;
+5. for a model whose cost is linear in the batch (LINEAR_COST), adaptive
+   against dispatching at once (static, no delay, the largest batch) at 30%
+   and 60% of capacity, in alternated rounds.
 
 The best static configuration at a load is the best of nine noisy
 measurements, which favours it against adaptive's one; so after the sweep,
 adaptive and each load's best static configuration are measured again in
-alternation (`--rounds`, order swapped every round), and the medians of
-those rounds are the comparison.
+alternation (`--rounds`, order swapped every round), and each figure is
+compared round by round (`tidal.bench.paired`: the median difference within
+a round, with the sign test's interval for it). The tables end with each of
+the targets, its figure and whether it was met.
 
 Usage:
-    python benchmarks/scenarios/adaptive.py --out bench-results/adaptive [--models mlp] [--rounds 5]
+    python benchmarks/scenarios/adaptive.py --out bench-results/adaptive [--models mlp] \
+        [--rounds 8] [--mixed-rounds 3]
 
 Writes `results.json`, `p99_vs_load_<model>.png` and prints Markdown tables
 (also in `tables.md`).
@@ -55,6 +59,7 @@ import matplotlib.pyplot as plt
 from tidal import _core
 from tidal.bench import TrafficClass, make_workload, run_step, summarize
 from tidal.bench.launch import ServerProcess
+from tidal.bench.paired import PairedDifference, paired
 from tidal.bench.stats import StepResult
 from tidal.bench.sweep import KneeSearch, step_passes
 from tidal.bench.workload import Workload
@@ -73,6 +78,19 @@ MODELS = {
 # gRPC layer, which cannot parse that many requests on one core, not the
 # scheduler: the heavier model is the one to overload.
 OVERLOAD = {"mlp": ((), 1.0), "transformer_large": ((2, 5), 3.0)}
+# Models whose batch time grows linearly with the batch (batching gains
+# nothing), and the loads at which adaptive must add no waiting to
+# dispatching at once.
+LINEAR_COST = {"transformer_large"}
+LINEAR_LOADS = (0.3, 0.6)
+
+# The targets: P99 within the objective with this much answered, overload
+# goodput against the peak, mixed total against capacity, resident memory
+# after the long overload against after the first.
+ANSWERED = 0.99
+OVERLOAD_GOODPUT = 0.9
+MIXED_TOTAL = 0.9
+RSS_GROWTH = 1.05
 
 
 def write_repository(root: Path) -> dict[str, list[str]]:
@@ -175,13 +193,13 @@ def head_to_head(
     rounds: int,
     kw: dict[str, Any],
 ) -> list[dict[str, Any]]:
-    """Adaptive against each load's best static configuration, alternated
-    for `rounds` rounds with the order swapped every round, so that neither
-    always runs first or on the same minute's noise."""
+    """Adaptive against the static configuration `best` names for each load,
+    alternated for `rounds` rounds with the order swapped every round, so
+    that neither always runs first or on the same minute's noise."""
     rows = []
     for fraction, static in best.items():
         rate = fraction * capacity
-        print(f"-- head to head at {fraction:.0%} ({rate:.0f}/s)", flush=True)
+        print(f"-- {adaptive} against {static} at {fraction:.0%} ({rate:.0f}/s)", flush=True)
         for round_ in range(rounds):
             order = (adaptive, static) if round_ % 2 == 0 else (static, adaptive)
             for name in order:
@@ -300,9 +318,10 @@ def main() -> int:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=5,
+        default=8,
         help="alternated rounds of adaptive against each load's best static configuration",
     )
+    parser.add_argument("--mixed-rounds", type=int, default=3, help="rounds of the mixed step")
     args = parser.parse_args()
     os.sched_setaffinity(0, {args.client_cpu})
     args.out.mkdir(parents=True, exist_ok=True)
@@ -388,23 +407,38 @@ def main() -> int:
                 row["rss_mib_after"] = rss_mib(pid)
                 entry["overload"].append(row)
             print(f"-- {model} mixed", flush=True)
-            entry["mixed"] = mixed(
-                server.target,
-                at_priority(server.target, adaptive, 1),
-                at_priority(server.target, adaptive, 2),
-                0.5 * capacity,
-                flood * capacity,
-                slo,
-                args.duration,
-                args.warmup,
-            )
-            print(
-                "  ",
-                {
-                    k: (round(v["throughput"]), round(v["p99_ms"], 2), v["errors"])
-                    for k, v in entry["mixed"].items()
-                },
-            )
+            entry["mixed"] = []
+            for _ in range(args.mixed_rounds):
+                mixed_round = mixed(
+                    server.target,
+                    at_priority(server.target, adaptive, 1),
+                    at_priority(server.target, adaptive, 2),
+                    0.5 * capacity,
+                    flood * capacity,
+                    slo,
+                    args.duration,
+                    args.warmup,
+                )
+                print(
+                    "  ",
+                    {
+                        k: (round(v["throughput"]), round(v["p99_ms"], 2), v["errors"])
+                        for k, v in mixed_round.items()
+                    },
+                    flush=True,
+                )
+                entry["mixed"].append(mixed_round)
+            if model in LINEAR_COST:
+                entry["linear"] = head_to_head(
+                    server.target,
+                    workloads,
+                    adaptive,
+                    dict.fromkeys(LINEAR_LOADS, greedy),
+                    capacity,
+                    slo,
+                    args.rounds,
+                    kw,
+                )
             report["models"][model] = entry
             (args.out / "results.json").write_text(json.dumps(report, indent=1, default=_plain))
     shutil.rmtree(tmp, ignore_errors=True)
@@ -440,28 +474,51 @@ def best_static(entry: dict[str, Any]) -> dict[float, str]:
     return best
 
 
-def render_head_to_head(rows: list[dict[str, Any]]) -> list[str]:
-    """Medians of the alternated rounds, adaptive beside the best static configuration."""
+def rounds_by_load(rows: list[dict[str, Any]]) -> dict[float, tuple[list[dict], list[dict]]]:
+    """Alternated rounds per load: (adaptive's steps, the static configuration's), in round order."""
+    by_load = {}
+    for fraction in sorted({r["load_fraction"] for r in rows}):
+        at = [r for r in rows if r["load_fraction"] == fraction]
+        by_load[fraction] = (
+            [r for r in at if r["label"].endswith("__adaptive")],
+            [r for r in at if not r["label"].endswith("__adaptive")],
+        )
+    return by_load
+
+
+def compare(a: list[dict[str, Any]], s: list[dict[str, Any]], key: str) -> PairedDifference:
+    """Adaptive's `key` against the static configuration's, round by round.
+
+    Each round ran the two side by side, so the difference within a round is
+    free of the minute-to-minute drift between rounds. Rows are in round order.
+    """
+    return paired(
+        [r[key] for r in a],
+        [r[key] for r in s],
+        lower_is_better=key != "throughput",
+    )
+
+
+def render_head_to_head(rows: list[dict[str, Any]], title: str) -> list[str]:
+    """Medians of the alternated rounds, adaptive beside the static configuration,
+    and each figure's paired difference."""
     if not rows:
         return []
     rounds = 1 + max(r["round"] for r in rows)
     out = [
-        f"\nHead to head, alternated ({rounds} rounds; medians, then P50 per round):\n",
-        "| load | best static | adaptive thr/s | P50 ms | P99 ms | answered "
+        f"\n{title} ({rounds} rounds alternated; medians, P50 per round, and adaptive"
+        " against static round by round: verdict, median difference [sign-test interval]"
+        " (its coverage), rounds ahead):\n",
+        "| load | static | adaptive thr/s | P50 ms | P99 ms | answered "
         "| static thr/s | P50 ms | P99 ms | answered | P50 by round, adaptive / static "
-        "| P50 paired: rounds ahead, median difference |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| P50 paired | P99 paired | throughput paired |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def median(side: list[dict[str, Any]], key: str) -> float:
         return statistics.median(r[key] for r in side)
 
-    for fraction in LOADS:
-        at = [r for r in rows if r["load_fraction"] == fraction]
-        if not at:
-            continue
-        a = [r for r in at if r["label"].endswith("__adaptive")]
-        s = [r for r in at if not r["label"].endswith("__adaptive")]
+    for fraction, (a, s) in rounds_by_load(rows).items():
         cells = []
         for side in (a, s):
             cells.append(
@@ -469,19 +526,117 @@ def render_head_to_head(rows: list[dict[str, Any]]) -> list[str]:
                 f"{median(side, 'p99_ms'):.2f} | {median(side, 'answered_fraction'):.1%}"
             )
         by_round = (
-            " / ".join(f"{r['p50_ms']:.1f}" for r in a)
+            " / ".join(f"{r['p50_ms']:.2f}" for r in a)
             + ", "
-            + " / ".join(f"{r['p50_ms']:.1f}" for r in s)
+            + " / ".join(f"{r['p50_ms']:.2f}" for r in s)
         )
-        # Each round ran the two side by side, so the difference within a
-        # round is free of the minute-to-minute drift between rounds. Rows
-        # are in round order (as `by_round` prints them).
-        paired = [a_r["p50_ms"] - s_r["p50_ms"] for a_r, s_r in zip(a, s, strict=True)]
-        ahead = sum(d <= 0 for d in paired)
+        verdicts = " | ".join(
+            compare(a, s, key).describe() for key in ("p50_ms", "p99_ms", "throughput")
+        )
         out.append(
             f"| {fraction:.0%} | {s[0]['label'].split('__')[1]} | {cells[0]} | {cells[1]} "
-            f"| {by_round} | {ahead} of {len(paired)}, {statistics.median(paired):+.2f} ms |"
+            f"| {by_round} | {verdicts} |"
         )
+    return out
+
+
+def render_targets(e: dict[str, Any]) -> list[str]:
+    """Each of the issue's targets for this model: the figure, and whether it was met."""
+    slo = e["slo_ms"]
+    rows: list[tuple[str, str, bool]] = []
+    for fraction, (a, s) in rounds_by_load(e["head_to_head"]).items():
+        sweep = next(
+            r
+            for r in e["loads"]
+            if r["load_fraction"] == fraction and r["label"].endswith("__adaptive")
+        )
+        p99 = statistics.median(r["p99_ms"] for r in a)
+        answered = statistics.median(r["answered_fraction"] for r in a)
+        worst = max(a, key=lambda r: r["p99_ms"])
+        rows.append(
+            (
+                f"{fraction:.0%}: P99 within {slo:g} ms, {ANSWERED:.0%} answered",
+                f"median of the rounds {p99:.2f} ms, {answered:.1%} (worst round "
+                f"{worst['p99_ms']:.2f} ms, {worst['answered_fraction']:.1%}; sweep step "
+                f"{sweep['p99_ms']:.2f} ms, {sweep['answered_fraction']:.1%})",
+                p99 <= slo and answered >= ANSWERED,
+            )
+        )
+        for key, name in (("throughput", "throughput"), ("p50_ms", "P50")):
+            d = compare(a, s, key)
+            rows.append(
+                (
+                    f"{fraction:.0%}: {name} at least as good as {s[0]['label'].split('__')[1]}",
+                    d.describe(),
+                    d.verdict != "worse",
+                )
+            )
+    if e["overload"]:
+        adaptive = [r for r in e["loads"] if r["label"].endswith("__adaptive")] + e["overload"]
+        peak = max(r["goodput"] for r in adaptive)
+        overloads = [r for r in e["overload"] if r["factor"] > 1]
+        for r in overloads:
+            label = f"{r['factor']:g}x for {r['window_s']:.0f} s"
+            rows.append(
+                (
+                    f"{label}: goodput {OVERLOAD_GOODPUT:.0%} of the peak ({peak:,.0f}/s)",
+                    f"{r['goodput']:,.0f}/s = {r['goodput'] / peak:.0%}",
+                    r["goodput"] >= OVERLOAD_GOODPUT * peak,
+                )
+            )
+            rows.append(
+                (
+                    f"{label}: admitted P99 within {slo:g} ms",
+                    f"{r['p99_ms']:.2f} ms",
+                    r["p99_ms"] <= slo,
+                )
+            )
+        first, longest = overloads[0], max(overloads, key=lambda r: r["window_s"])
+        rows.append(
+            (
+                "memory bounded: resident size after the longest overload against after the first",
+                f"{longest['rss_mib_after']:.0f} MiB against {first['rss_mib_after']:.0f} MiB",
+                longest["rss_mib_after"] <= RSS_GROWTH * first["rss_mib_after"],
+            )
+        )
+    totals = [m["online"]["throughput"] + m["batch"]["throughput"] for m in e["mixed"]]
+    online_p99 = statistics.median(m["online"]["p99_ms"] for m in e["mixed"])
+    total = statistics.median(totals) / e["capacity"]
+    rows.append(
+        (
+            f"mixed: online P99 within {slo:g} ms",
+            f"median {online_p99:.2f} ms (rounds "
+            + " / ".join(f"{m['online']['p99_ms']:.2f}" for m in e["mixed"])
+            + ")",
+            online_p99 <= slo,
+        )
+    )
+    rows.append(
+        (
+            f"mixed: total above {MIXED_TOTAL:.0%} of capacity",
+            f"median {total:.0%} (rounds "
+            + " / ".join(f"{t / e['capacity']:.0%}" for t in totals)
+            + ")",
+            total >= MIXED_TOTAL,
+        )
+    )
+    for fraction, (a, s) in rounds_by_load(e.get("linear", [])).items():
+        for key, name in (("p50_ms", "P50"), ("p99_ms", "P99")):
+            d = compare(a, s, key)
+            rows.append(
+                (
+                    f"linear cost, {fraction:.0%}: {name} no worse than dispatching at once",
+                    d.describe(),
+                    d.verdict != "worse",
+                )
+            )
+    met = sum(ok for *_, ok in rows)
+    out = [
+        f"\nTargets ({met} of {len(rows)} met):\n",
+        "| target | figure | met |",
+        "|---|---|---|",
+    ]
+    out += [f"| {target} | {figure} | {'yes' if ok else '**no**'} |" for target, figure, ok in rows]
     return out
 
 
@@ -541,7 +696,7 @@ def render(report: dict[str, Any]) -> str:
                 f"{a['p99_ms']:.2f} | {a['answered_fraction']:.1%} | {b['label'].split('__')[1]} | "
                 f"{b['throughput']:,.0f} | {b['p50_ms']:.2f} | {b['p99_ms']:.2f} |"
             )
-        out.extend(render_head_to_head(e.get("head_to_head", [])))
+        out.extend(render_head_to_head(e["head_to_head"], "Head to head"))
         out.append("\nStatic sweep (P50 / P99 ms, answered %):\n")
         names = sorted({r["label"] for r in e["loads"] if "__static" in r["label"]})
         out.append("| config | " + " | ".join(f"{f:.0%}" for f in LOADS) + " |")
@@ -560,14 +715,19 @@ def render(report: dict[str, Any]) -> str:
             out.append("\nOverload: not run for this model (see OVERLOAD).\n")
         else:
             out.extend(render_overload(e))
-        m = e["mixed"]
-        total = m["online"]["throughput"] + m["batch"]["throughput"]
-        out.append(
-            f"\nMixed: online {m['online']['offered_rate']:,.0f}/s (priority 1) + batch flood "
-            f"{m['batch']['offered_rate']:,.0f}/s (priority 2): online P99 {m['online']['p99_ms']:.2f} ms, "
-            f"online answered {m['online']['throughput']:,.0f}/s, total throughput {total:,.0f}/s "
-            f"= {total / e['capacity']:.0%} of capacity.\n"
+        for m in e["mixed"]:
+            total = m["online"]["throughput"] + m["batch"]["throughput"]
+            out.append(
+                f"\nMixed: online {m['online']['offered_rate']:,.0f}/s (priority 1) + batch flood "
+                f"{m['batch']['offered_rate']:,.0f}/s (priority 2): online P99 {m['online']['p99_ms']:.2f} ms, "
+                f"online answered {m['online']['throughput']:,.0f}/s, total throughput {total:,.0f}/s "
+                f"= {total / e['capacity']:.0%} of capacity."
+            )
+        out.extend(
+            render_head_to_head(e.get("linear", []), "Linear cost: against dispatching at once")
         )
+        out.extend(render_targets(e))
+        out.append("")
     return "\n".join(out)
 
 
