@@ -13,9 +13,10 @@ other core. For each model it measures:
 2. open-loop Poisson load at 10%..90% of capacity, every configuration;
 3. overload: 2x and 5x capacity offered (goodput, P99 of the admitted,
    and the server's resident memory after a short and a three-times longer
-   overload), each between two steps at 1x. Goodput is set against the peak
-   (the highest adaptive reached at any open-loop load, overload included)
-   and against the 1x steps beside it, run at the same minutes' speed;
+   overload), each between two steps at 1x. Goodput is set against the peak,
+   the goodput of the 1x steps beside it (run at the same minutes' speed),
+   and against the run's best step (the highest adaptive reached at any
+   open-loop load, overload included: the best of many noisy draws);
 4. mixed traffic: online (priority 1) at 50% of capacity plus a batch-priority
    (2) flood (see OVERLOAD for its size), `--mixed-rounds` times;
 5. for a model whose cost is linear in the batch (LINEAR_COST), adaptive
@@ -32,7 +33,7 @@ the targets, its figure and whether it was met.
 
 Usage:
     python benchmarks/scenarios/adaptive.py --out bench-results/adaptive [--models mlp] \
-        [--rounds 8] [--mixed-rounds 3]
+        [--rounds 8] [--mixed-rounds 5]
 
 Writes `results.json`, `p99_vs_load_<model>.png` and prints Markdown tables
 (also in `tables.md`).
@@ -321,7 +322,7 @@ def main() -> int:
         default=8,
         help="alternated rounds of adaptive against each load's best static configuration",
     )
-    parser.add_argument("--mixed-rounds", type=int, default=3, help="rounds of the mixed step")
+    parser.add_argument("--mixed-rounds", type=int, default=5, help="rounds of the mixed step")
     args = parser.parse_args()
     os.sched_setaffinity(0, {args.client_cpu})
     args.out.mkdir(parents=True, exist_ok=True)
@@ -573,14 +574,19 @@ def render_targets(e: dict[str, Any]) -> list[str]:
             rows.append(no_worse(target, compare(a, s, key)))
     if e["overload"]:
         adaptive = [r for r in e["loads"] if r["label"].endswith("__adaptive")] + e["overload"]
-        peak = max(r["goodput"] for r in adaptive)
-        overloads = [r for r in e["overload"] if r["factor"] > 1]
-        for r in overloads:
+        best = max(r["goodput"] for r in adaptive)
+        overloads = [(i, r) for i, r in enumerate(e["overload"]) if r["factor"] > 1]
+        for i, r in overloads:
+            # The peak is what the server answers in time at capacity, in
+            # the same minutes: the run's best step is one draw of many on a
+            # machine whose speed moves by a fifth within minutes.
+            peak = beside(e["overload"], i) or best
             label = f"{r['factor']:g}x for {r['window_s']:.0f} s"
             rows.append(
                 (
-                    f"{label}: goodput {OVERLOAD_GOODPUT:.0%} of the peak ({peak:,.0f}/s)",
-                    f"{r['goodput']:,.0f}/s = {r['goodput'] / peak:.0%}",
+                    f"{label}: goodput {OVERLOAD_GOODPUT:.0%} of the peak (the 1x steps beside it)",
+                    f"{r['goodput']:,.0f}/s = {r['goodput'] / peak:.0%} of {peak:,.0f}/s"
+                    f" ({r['goodput'] / best:.0%} of the run's best step, {best:,.0f}/s)",
                     r["goodput"] >= OVERLOAD_GOODPUT * peak,
                 )
             )
@@ -591,7 +597,10 @@ def render_targets(e: dict[str, Any]) -> list[str]:
                     r["p99_ms"] <= slo,
                 )
             )
-        first, longest = overloads[0], max(overloads, key=lambda r: r["window_s"])
+        first, longest = (
+            overloads[0][1],
+            max((r for _, r in overloads), key=lambda r: r["window_s"]),
+        )
         rows.append(
             (
                 "memory bounded: resident size after the longest overload against after the first",
