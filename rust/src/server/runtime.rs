@@ -55,15 +55,19 @@ impl FromStr for NetworkScheduling {
 /// process has no core that a batch cannot be running on, and its network
 /// threads do not preempt a batch.
 pub fn reads_between_batches(scheduling: NetworkScheduling, workers: usize) -> bool {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    cfg!(target_os = "linux") && scheduling == NetworkScheduling::Batch && cores <= workers
+    cfg!(target_os = "linux") && scheduling == NetworkScheduling::Batch && cores() <= workers
+}
+
+/// Cores available to the process (its affinity mask and quota), at least 1.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// A multi-threaded runtime of `threads` threads (0: one per core available
 /// to the process) named `tidal-grpc`, scheduled as `scheduling` says.
 pub fn build(threads: usize, scheduling: NetworkScheduling) -> std::io::Result<Runtime> {
     let threads = match threads {
-        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        0 => cores(),
         n => n,
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -121,7 +125,7 @@ mod tests {
 
     #[test]
     fn requests_wait_for_a_batch_only_where_no_core_is_left_to_read_them() {
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let cores = cores();
         let batch = NetworkScheduling::Batch;
         assert_eq!(
             reads_between_batches(batch, cores),
