@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
@@ -219,6 +220,37 @@ def test_a_broken_model_does_not_stop_the_others(
     finally:
         client.close()
     assert "model broken: not loaded" in s.stderr()
+
+
+def _batch_of_one_only(path: Path) -> None:
+    """A model whose first dimension is variable but which reshapes to one row."""
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 4])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", 4])
+    shape = onnx.numpy_helper.from_array(np.array([1, 4], dtype=np.int64), "shape")
+    reshape = onnx.helper.make_node("Reshape", ["x", "shape"], ["y"])
+    graph = onnx.helper.make_graph([reshape], "one_row", [x], [y], [shape])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def test_the_cores_warnings_reach_the_servers_log(
+    server_factory: Callable[..., TidalServer], tmp_path: Path
+) -> None:
+    root = tmp_path / "repository"
+    _batch_of_one_only(_folder(root, "one_row") / "model.onnx")
+    s = server_factory(root, "--no-metrics")
+    # The warm-up profile (in the model's worker thread, in Rust) stops at the
+    # first batch size that fails, and says so through Python's logging.
+    client = grpcclient.InferenceServerClient(s.grpc)
+    try:
+        assert client.is_model_ready("one_row")
+        x = np.ones((1, 4), np.float32)
+        result = client.infer("one_row", [infer_input("x", x)])
+        np.testing.assert_array_equal(result.as_numpy("y"), x)
+    finally:
+        client.close()
+    assert "WARNING _core.worker: model `one_row`: warm-up profile stopped at batch 2" in s.stderr()
 
 
 # ---------------------------------------------------------------- the command line

@@ -436,6 +436,19 @@ impl Server {
     }
 }
 
+impl Drop for Server {
+    /// A server dropped without `stop()` stops now, with the GIL released: its
+    /// threads may need the GIL to finish (a batch in Python, a log record),
+    /// and ending the runtime waits for them.
+    fn drop(&mut self) {
+        if self.running.get_mut().is_some() {
+            Python::attach(|py| {
+                let _ = self.stop(py, 0.0);
+            });
+        }
+    }
+}
+
 #[pymethods]
 impl Server {
     #[new]
@@ -661,8 +674,23 @@ impl Server {
     }
 }
 
+/// Routes the extension's `log` records, and the HTTP/2 stack's through
+/// `tracing`'s `log` fallback, to Python's `logging` (loggers named after the
+/// Rust module: `_core.server.runtime`, `h2.proto.streams.recv`). Levels are
+/// cached, so a record below its logger's level never takes the GIL; the
+/// dependencies' records below WARN never leave Rust. A second import in the
+/// same process keeps the first logger.
+fn install_logging(py: Python<'_>) -> PyResult<()> {
+    let logger = pyo3_log::Logger::new(py, pyo3_log::Caching::LoggersAndLevels)?
+        .filter(log::LevelFilter::Warn)
+        .filter_target("_core".to_owned(), log::LevelFilter::Debug);
+    let _ = logger.install();
+    Ok(())
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    install_logging(m.py())?;
     loadgen::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<TensorSpec>()?;
