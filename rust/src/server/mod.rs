@@ -8,6 +8,7 @@
 mod coalesce;
 mod codec;
 mod describe;
+mod http2;
 pub mod proto;
 pub mod runtime;
 mod service;
@@ -187,6 +188,8 @@ pub async fn start(options: ServerOptions) -> std::io::Result<RunningServer> {
     .max_encoding_message_size(limit);
     let (stop, stopped) = oneshot::channel::<()>();
     let router = Server::builder()
+        .initial_connection_window_size(http2::CONNECTION_WINDOW)
+        .max_concurrent_streams(http2::MAX_STREAMS)
         .layer(tower::util::MapResponseLayer::new(
             status::remap_message_size::<tonic::body::Body>,
         ))
