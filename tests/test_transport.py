@@ -55,9 +55,11 @@ def test_a_paused_server_answers_every_call_on_its_connection_afterwards(
         load.start()
         time.sleep(0.7)
         server.process.send_signal(signal.SIGSTOP)
-        time.sleep(PAUSE_S)
-        server.process.send_signal(signal.SIGCONT)
-        load.join()
+        try:
+            time.sleep(PAUSE_S)
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+            load.join()
         stderr = server.stderr()
     errors = dict(result["errors"])
     # Calls that waited out the pause are refused or expire; nothing else may fail.

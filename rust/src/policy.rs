@@ -39,6 +39,9 @@ pub struct AdmissionView {
     pub instances: usize,
     /// When each instance is predicted to be free, earliest first.
     pub earliest_free: Instant,
+    /// Whether an instance is running no batch (not merely past its
+    /// predicted end: a batch that overruns is still running).
+    pub idle_instance: bool,
     /// Rows admitted per second lately, all priorities (0 before anything
     /// was measured).
     pub arrival_rate: f64,
@@ -314,13 +317,22 @@ impl Policy for AdaptivePolicy {
         if !self.cost.is_calibrated() {
             return true;
         }
+        let line = self.cost.line();
+        if view.rows_ahead == 0 && view.idle_instance {
+            // An idle instance runs this request now, so there is no queue for
+            // the reserve and the tail factor to insure against: it needs only
+            // its typical time. Held to them, an overload that left both at
+            // their bounds would refuse everything after it, and with no
+            // batch run neither could ever learn that the overload had passed.
+            let budget = deadline.saturating_duration_since(view.now);
+            return line.predict(view.rows) <= budget.mul_f64(SERVER_SHARE);
+        }
         // The queue ahead drains in full batches at the cap, spread over the
         // instances; then this request's own batch runs, with the rows left
         // over and those that arrive before it starts (they join it: its
         // batch is larger than what is queued now). Each batch is taken as
         // running long, so that what is admitted finishes in time even when
         // the core is contended.
-        let line = self.cost.line();
         let cap = self.batch_cap(&line);
         let instances = view.instances.max(1) as f64;
         let full_batch = line.predict_tail(cap);
@@ -474,6 +486,7 @@ mod tests {
             rows_ahead,
             instances: 1,
             earliest_free: now,
+            idle_instance: true,
             arrival_rate,
             overtaking_rate: 0.0,
             reserve: 0.0,
@@ -604,6 +617,34 @@ mod tests {
         let mut open = admission(10_000, 1);
         open.deadline = None;
         assert!(p.admit(&open));
+    }
+
+    #[test]
+    fn an_idle_instance_admits_what_it_can_run_in_time_whatever_the_reserve() {
+        let p = adaptive(1000.0, 100.0, 100);
+        let now = Instant::now();
+        let after_an_overload = |rows_ahead, deadline_ms| AdmissionView {
+            reserve: crate::feedback::MAX_RESERVE,
+            ..admission(now, rows_ahead, deadline_ms, 0.0)
+        };
+        // Its own batch, 1.1 ms, is within 85% of 3 ms, though not within the
+        // 35% the reserve leaves (1.05 ms).
+        assert!(p.admit(&after_an_overload(0, 3)));
+        assert!(!p.admit(&after_an_overload(0, 1)));
+        // With a row ahead, or the instance busy, the reserve holds.
+        assert!(!p.admit(&after_an_overload(1, 3)));
+        let busy = AdmissionView {
+            earliest_free: now + Duration::from_micros(100),
+            idle_instance: false,
+            ..after_an_overload(0, 3)
+        };
+        assert!(!p.admit(&busy));
+        // A batch past its predicted end is still running.
+        let overrunning = AdmissionView {
+            idle_instance: false,
+            ..after_an_overload(0, 3)
+        };
+        assert!(!p.admit(&overrunning));
     }
 
     #[test]

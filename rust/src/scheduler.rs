@@ -100,6 +100,10 @@ impl<T: Job> Scheduler<T> {
             rows_ahead: self.queue.rows_ahead(item.priority()),
             instances: self.busy_until.len(),
             earliest_free: self.earliest_free(now),
+            idle_instance: self
+                .busy_until
+                .iter()
+                .any(|b| b.load(Ordering::Relaxed) == 0),
             arrival_rate,
             overtaking_rate,
             reserve: self.lateness[lane].reserve(),
