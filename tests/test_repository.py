@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
@@ -222,23 +221,11 @@ def test_a_broken_model_does_not_stop_the_others(
     assert "model broken: not loaded" in s.stderr()
 
 
-def _batch_of_one_only(path: Path) -> None:
-    """A model whose first dimension is variable but which reshapes to one row."""
-    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 4])
-    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", 4])
-    shape = onnx.numpy_helper.from_array(np.array([1, 4], dtype=np.int64), "shape")
-    reshape = onnx.helper.make_node("Reshape", ["x", "shape"], ["y"])
-    graph = onnx.helper.make_graph([reshape], "one_row", [x], [y], [shape])
-    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-
-
 def test_the_cores_warnings_reach_the_servers_log(
-    server_factory: Callable[..., TidalServer], tmp_path: Path
+    server_factory: Callable[..., TidalServer], server: TidalServer, tmp_path: Path
 ) -> None:
     root = tmp_path / "repository"
-    _batch_of_one_only(_folder(root, "one_row") / "model.onnx")
+    _folder(root, "one_row", server.repo / "one_row" / "model.onnx")
     s = server_factory(root, "--no-metrics")
     # The warm-up profile (in the model's worker thread, in Rust) stops at the
     # first batch size that fails, and says so through Python's logging.

@@ -18,7 +18,8 @@ repository, one folder each with a `model.onnx` and a `tidal.toml`:
 `write_test_models` writes the small models the test suite relies on:
 `identity_all` (one Identity per KServe datatype), `add_sub` (two outputs),
 `fail_on_negative` (ONNX Runtime raises at run time when an input is
-negative) and `no_batch` (fixed shapes, `max_batch_size = 0`).
+negative), `no_batch` (fixed shapes, `max_batch_size = 0`) and `one_row`
+(a variable batch dimension, but ONNX Runtime fails for more than one row).
 
 Weights come from a fixed seed, so every run writes the same bytes.
 """
@@ -45,6 +46,7 @@ __all__ = [
     "build_identity_all",
     "build_mlp",
     "build_no_batch",
+    "build_one_row",
     "build_transformer",
     "build_transformer_large",
     "write_test_models",
@@ -349,6 +351,25 @@ def build_no_batch() -> onnx.ModelProto:
     )
 
 
+def build_one_row() -> onnx.ModelProto:
+    """A model whose batch dimension is variable but which runs one row only.
+
+    It reshapes its input to [1, 4], so a batch of two or more fails in ONNX
+    Runtime: the warm-up profile stops at batch 2 and says so in the log.
+
+    Returns:
+        The model: input `x` FP32 [batch, 4], output `y` = x FP32 [batch, 4].
+    """
+    g = _Graph(SEED + 7)
+    g.op("Reshape", ["x", g.const("one_row", [1, 4], np.int64)], "y")
+    return g.model(
+        "one_row",
+        [_tensor("x", TensorProto.FLOAT, [BATCH, 4])],
+        [_tensor("y", TensorProto.FLOAT, [BATCH, 4])],
+        "y = x for one row; fails for more.",
+    )
+
+
 _STATIC = '[batching]\npolicy = "static"\nmax_queue_delay_us = 0\n'
 
 # The example models state only their objective: the adaptive policy does the rest.
@@ -368,6 +389,8 @@ TEST_MODELS: dict[str, tuple[Builder, str]] = {
     "add_sub": (build_add_sub, f"max_batch_size = 8\n\n{_STATIC}"),
     "fail_on_negative": (build_fail_on_negative, f"max_batch_size = 8\n\n{_STATIC}"),
     "no_batch": (build_no_batch, "max_batch_size = 0\n"),
+    # Adaptive, so that it is profiled when it loads.
+    "one_row": (build_one_row, "max_batch_size = 8\n"),
 }
 """The test suite's models: name -> (builder, contents of its `tidal.toml`)."""
 
