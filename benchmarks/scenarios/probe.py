@@ -57,7 +57,8 @@ def server_figures(target: str, model: str) -> list[str]:
         )
         lines.append(
             f"  server, priority {lane.priority}: admitted {lane.admitted} refused "
-            f"{lane.refused} expired {lane.expired} completed {lane.completed}; {quantiles} ms"
+            f"{lane.refused} expired {lane.expired} completed {lane.completed}; {quantiles} ms;"
+            f" reserve {lane.admission_reserve:.2f}"
         )
     cost = stats.batch_cost
     lines.append(
