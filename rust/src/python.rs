@@ -677,13 +677,19 @@ impl Server {
 /// Routes the extension's `log` records, and the HTTP/2 stack's through
 /// `tracing`'s `log` fallback, to Python's `logging` (loggers named after the
 /// Rust module: `_core.server.runtime`, `h2.proto.streams.recv`). Levels are
-/// cached, so a record below its logger's level never takes the GIL; the
-/// dependencies' records below WARN never leave Rust. A second import in the
-/// same process keeps the first logger.
+/// cached, so a record below its logger's level never takes the GIL. A
+/// second import in the same process keeps the first logger.
+///
+/// Records below WARN, the core's own included, never leave Rust: with
+/// `log`'s global level at WARN, every `debug!` of h2 and hyper (several per
+/// request) is rejected by one atomic load. With any target at DEBUG the
+/// global level is DEBUG, and each of those records went on to the logger's
+/// per-target filter, a hash and a string search per record: 5.5% of the
+/// server's core under the mlp's mixed load, 15% of the network thread's
+/// time (docs/benchmarks.md, change 16). The core logs only warnings.
 fn install_logging(py: Python<'_>) -> PyResult<()> {
     let logger = pyo3_log::Logger::new(py, pyo3_log::Caching::LoggersAndLevels)?
-        .filter(log::LevelFilter::Warn)
-        .filter_target("_core".to_owned(), log::LevelFilter::Debug);
+        .filter(log::LevelFilter::Warn);
     let _ = logger.install();
     Ok(())
 }
