@@ -613,11 +613,10 @@ def render_targets(e: dict[str, Any]) -> list[str]:
     """
     slo = e["slo_ms"]
     rows: list[tuple[str, str, bool]] = []
-    comparisons = 2 * (
-        len(rounds_by_load(e["head_to_head"])) + len(rounds_by_load(e.get("linear", [])))
-    )
-    each = 1 - (1 - FAMILY) / max(comparisons, 1)
-    for fraction, (a, s) in rounds_by_load(e["head_to_head"]).items():
+    head_to_head = rounds_by_load(e["head_to_head"])
+    linear = rounds_by_load(e.get("linear", []))
+    each = 1 - (1 - FAMILY) / max(2 * (len(head_to_head) + len(linear)), 1)
+    for fraction, (a, s) in head_to_head.items():
         sweep = next(
             r
             for r in e["loads"]
@@ -700,7 +699,7 @@ def render_targets(e: dict[str, Any]) -> list[str]:
             statistics.median(of_beside) >= MIXED_TOTAL,
         )
     )
-    for fraction, (a, s) in rounds_by_load(e.get("linear", [])).items():
+    for fraction, (a, s) in linear.items():
         for key, name in (("p50_ms", "P50"), ("p99_ms", "P99")):
             target = f"linear cost, {fraction:.0%}: {name} no worse than dispatching at once"
             rows.append(no_worse(target, compare(a, s, key, each)))
