@@ -684,9 +684,9 @@ impl Server {
 /// `log`'s global level at WARN, every `debug!` of h2 and hyper (several per
 /// request) is rejected by one atomic load. With any target at DEBUG the
 /// global level is DEBUG, and each of those records went on to the logger's
-/// per-target filter, a hash and a string search per record: 5.5% of the
-/// server's core under the mlp's mixed load, 15% of the network thread's
-/// time (docs/benchmarks.md, change 16). The core logs only warnings.
+/// per-target filter, a hash and a string search per record: 16.8% of the
+/// network thread's samples under the mlp's mixed load, about 5% of the
+/// server's core (docs/benchmarks.md, change 16). The core logs only warnings.
 fn install_logging(py: Python<'_>) -> PyResult<()> {
     let logger = pyo3_log::Logger::new(py, pyo3_log::Caching::LoggersAndLevels)?
         .filter(log::LevelFilter::Warn);
