@@ -199,6 +199,9 @@ impl<T: Job> Scheduler<T> {
             consumer.drain_inbox();
             let now = Instant::now();
             consumer.drop_stale_heads(now, dropped);
+            // Measured idle too, so that admission does not keep seeing the
+            // rate of a burst that has ended until the next batch forms.
+            let arrival_rate = self.measure_rates(now);
             if consumer.is_empty() {
                 if self.queue.is_finished() {
                     return None;
@@ -212,11 +215,6 @@ impl<T: Job> Scheduler<T> {
                 .filter(|&(i, end)| i != instance && end > now)
                 .map(|(_, end)| end)
                 .min();
-            let rates = self.rate.lock().rates(now, self.queue.admitted_rows());
-            for (last, rate) in self.last_rate.iter().zip(&rates) {
-                last.store(rate.to_bits(), Ordering::Relaxed);
-            }
-            let arrival_rate = rates.iter().sum();
             let view = QueueView {
                 now,
                 queued_rows: consumer.rows(),
@@ -252,6 +250,16 @@ impl<T: Job> Scheduler<T> {
                 }
             }
         }
+    }
+
+    /// Measures each level's arrival rate and publishes it to admission;
+    /// returns all levels' together.
+    fn measure_rates(&self, now: Instant) -> f64 {
+        let rates = self.rate.lock().rates(now, self.queue.admitted_rows());
+        for (last, rate) in self.last_rate.iter().zip(&rates) {
+            last.store(rate.to_bits(), Ordering::Relaxed);
+        }
+        rates.iter().sum()
     }
 }
 
@@ -382,6 +390,30 @@ mod tests {
         assert!(s.admission_reserve(2) > 0.0);
         // Priorities beyond the last level share its lane.
         assert_eq!(s.admission_reserve(7), s.admission_reserve(2));
+    }
+
+    #[test]
+    fn admission_stops_seeing_a_burst_once_the_queue_is_idle() {
+        let s = Arc::new(scheduler(64, Duration::ZERO));
+        let published =
+            |s: &Scheduler<TestJob>| f64::from_bits(s.last_rate[0].load(Ordering::Relaxed));
+        s.measure_rates(Instant::now());
+        for id in 0..50 {
+            s.submit(TestJob::new(id)).unwrap();
+        }
+        assert_eq!(s.next_batch(0, &mut no_drops).unwrap().len(), 50);
+        assert!(published(&s) > 0.0, "the burst is measured");
+        // The consumer now waits on an empty queue for longer than the
+        // rate's window; what admission reads must fall with it.
+        let consumer = {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || s.next_batch(0, &mut no_drops).map(|b| b.len()))
+        };
+        std::thread::sleep(RATE_WINDOW + 3 * IDLE_TICK);
+        let idle_rate = published(&s);
+        s.submit(TestJob::new(50)).unwrap();
+        assert_eq!(consumer.join().unwrap(), Some(1));
+        assert_eq!(idle_rate, 0.0, "admission still sees the burst");
     }
 
     #[test]
