@@ -235,6 +235,23 @@ def test_stream_api(tidal_server: ServerProcess) -> None:
     assert step.achieved_rate == pytest.approx(step.intended_rate, rel=0.05)
 
 
+def test_streamed_refusals_are_counted_under_their_code(tidal_server: ServerProcess) -> None:
+    # A 1 us timeout cannot be met: every request is refused, or expires,
+    # with DEADLINE_EXCEEDED, which the stream's answers say beside the message.
+    late = [TrafficClass.parse("late:timeout-ms=0.001")]
+    workload = make_workload(tidal_server.target, "mlp", classes=late)
+    step = run_step(
+        tidal_server.target,
+        workload,
+        load=LoadSpec(mode="open", rate=300.0),
+        api="stream",
+        duration_s=1.0,
+        warmup_s=0.3,
+    )
+    assert step.sent > 200
+    assert step.errors == {"DEADLINE_EXCEEDED": step.sent}
+
+
 def test_classes_share_the_load_and_are_reported_apart(tidal_server: ServerProcess) -> None:
     classes = [
         TrafficClass.parse("online:weight=3,priority=1,timeout-ms=500,slo-ms=20"),

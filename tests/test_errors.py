@@ -20,7 +20,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from helpers import TidalServer, assert_add_sub_serves, infer_input, reference
 from tidal._proto import grpc_service_pb2 as pb
-from tidal.client import Client, build_request, decode_response
+from tidal.client import STREAM_ERROR_CODE, Client, build_request, decode_response
 from tritonclient.utils import InferenceServerException
 
 
@@ -410,6 +410,38 @@ def test_timeout_parameter_expires_in_the_queue(client: grpcclient.InferenceServ
     assert "delayed" in info.value.message()
     assert "queue" in info.value.message()
     assert info.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+
+
+def test_streamed_errors_carry_their_status_code(stub: Client) -> None:
+    """A stream's errors carry only a message in the protocol; tidal adds the
+    code the same error has on a unary call as the `grpc_status_code`
+    parameter, so that a client can tell a retryable refusal from its own
+    expired deadline or a bad request."""
+    missing_b = build_request("add_sub", {"a": _pair()["a"]}, request_id="missing_b")
+    expired = build_request("delayed", _pair(rows=2), request_id="expired", timeout_us=200_000)
+    requests = [
+        missing_b,
+        build_request("no_such_model", _pair(), request_id="unknown"),
+        expired,
+        build_request("add_sub", _pair(), request_id="good"),
+    ]
+    answers = {a.infer_response.id: a for a in stub.stub.ModelStreamInfer(iter(requests))}
+    assert set(answers) == {"missing_b", "unknown", "expired", "good"}
+    expected = {
+        "missing_b": (grpc.StatusCode.INVALID_ARGUMENT, "missing input `b`"),
+        "unknown": (grpc.StatusCode.NOT_FOUND, "no_such_model"),
+        "expired": (grpc.StatusCode.DEADLINE_EXCEEDED, "delayed"),
+    }
+    for request_id, (code, named) in expected.items():
+        answer = answers[request_id]
+        assert named in answer.error_message
+        parameter = answer.infer_response.parameters[STREAM_ERROR_CODE]
+        assert parameter.WhichOneof("parameter_choice") == "int64_param"
+        assert parameter.int64_param == code.value[0], (request_id, parameter)
+    good = answers["good"]
+    assert good.error_message == ""
+    assert STREAM_ERROR_CODE not in good.infer_response.parameters
+    assert set(decode_response(good.infer_response)) == {"sum", "diff"}
 
 
 # ---------------------------------------------------------------- execution failures

@@ -23,6 +23,7 @@ from ._proto import grpc_service_pb2_grpc as pb_grpc
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
+    "STREAM_ERROR_CODE",
     "Client",
     "build_request",
     "decode_response",
@@ -33,6 +34,10 @@ __all__ = [
 ]
 
 MAX_MESSAGE_BYTES = 2**31 - 1
+
+STREAM_ERROR_CODE = "grpc_status_code"
+"""The parameter of a streamed error's response that holds its gRPC status
+code (INT64), which the protocol's stream messages have no field for."""
 
 _NUMPY_TO_KSERVE = {
     np.dtype(np.bool_): "BOOL",

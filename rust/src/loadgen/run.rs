@@ -38,7 +38,9 @@ use super::class::Class;
 use super::report::{code_name, LoadReport, Phase, Progress, Sample, MALFORMED};
 use super::timer::Timer;
 use crate::server::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
+use crate::server::proto::infer_parameter::ParameterChoice;
 use crate::server::proto::{ModelInferRequest, ModelInferResponse};
+use crate::server::STREAM_ERROR_CODE;
 
 type Client = GrpcInferenceServiceClient<Channel>;
 
@@ -792,9 +794,8 @@ async fn streamed(
                 let outcome = if message.error_message.is_empty() {
                     Outcome::Ok(message.infer_response.unwrap_or_default())
                 } else {
-                    // A stream answer carries a message, not a status code.
                     Outcome::Failed {
-                        code: tonic::Code::Unknown as i32,
+                        code: stream_error_code(message.infer_response.as_ref()),
                         message: message.error_message,
                     }
                 };
@@ -845,6 +846,18 @@ async fn streamed(
     // The readers go on until the drain is over: `drive` waits for the
     // calls in flight, not for the streams to end.
     Ok(())
+}
+
+/// A streamed error's gRPC code: the one tidal sends beside the message, or
+/// UNKNOWN where the server sends none (the protocol has no field for it).
+fn stream_error_code(response: Option<&ModelInferResponse>) -> i32 {
+    let code = response
+        .and_then(|r| r.parameters.get(STREAM_ERROR_CODE))
+        .and_then(|p| match p.parameter_choice {
+            Some(ParameterChoice::Int64Param(code)) => i32::try_from(code).ok(),
+            _ => None,
+        });
+    code.unwrap_or(tonic::Code::Unknown as i32)
 }
 
 #[cfg(test)]

@@ -30,6 +30,8 @@ use tonic_health::ServingStatus;
 use crate::registry::{Registry, RepositoryHooks};
 use crate::served::ServedModel;
 
+pub use service::STREAM_ERROR_CODE;
+
 /// Settings of the gRPC server.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {

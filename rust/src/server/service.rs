@@ -12,13 +12,14 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::proto::grpc_inference_service_server::GrpcInferenceService;
 use super::proto::{
-    repository_index_response::ModelIndex, ModelConfigRequest, ModelConfigResponse,
-    ModelInferRequest, ModelInferResponse, ModelMetadataRequest, ModelMetadataResponse,
-    ModelReadyRequest, ModelReadyResponse, ModelStatisticsRequest, ModelStatisticsResponse,
-    ModelStreamInferResponse, RepositoryIndexRequest, RepositoryIndexResponse,
-    RepositoryModelLoadRequest, RepositoryModelLoadResponse, RepositoryModelUnloadRequest,
-    RepositoryModelUnloadResponse, ServerLiveRequest, ServerLiveResponse, ServerMetadataRequest,
-    ServerMetadataResponse, ServerReadyRequest, ServerReadyResponse,
+    infer_parameter::ParameterChoice, repository_index_response::ModelIndex, InferParameter,
+    ModelConfigRequest, ModelConfigResponse, ModelInferRequest, ModelInferResponse,
+    ModelMetadataRequest, ModelMetadataResponse, ModelReadyRequest, ModelReadyResponse,
+    ModelStatisticsRequest, ModelStatisticsResponse, ModelStreamInferResponse,
+    RepositoryIndexRequest, RepositoryIndexResponse, RepositoryModelLoadRequest,
+    RepositoryModelLoadResponse, RepositoryModelUnloadRequest, RepositoryModelUnloadResponse,
+    ServerLiveRequest, ServerLiveResponse, ServerMetadataRequest, ServerMetadataResponse,
+    ServerReadyRequest, ServerReadyResponse,
 };
 use super::status::{is_message_too_large, to_status};
 use super::{codec, describe, ServerState};
@@ -29,6 +30,10 @@ use crate::validate::build_request;
 
 /// Streamed answers waiting to be written, per stream.
 const STREAM_BUFFER: usize = 1024;
+
+/// The response parameter that carries a streamed error's gRPC status code
+/// (an INT64: 14 for `UNAVAILABLE`, 4 for `DEADLINE_EXCEEDED`, ...).
+pub const STREAM_ERROR_CODE: &str = "grpc_status_code";
 
 #[derive(Debug, Clone)]
 pub(super) struct InferenceService {
@@ -105,11 +110,19 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-fn stream_error(id: String, error: &str) -> ModelStreamInferResponse {
+/// A request's error on a stream. The protocol carries only a message there;
+/// the code the same error has on a unary call goes with it as the response
+/// parameter [`STREAM_ERROR_CODE`], so that a client can tell a retryable
+/// refusal (`UNAVAILABLE`) from its own expired deadline or a bad request.
+fn stream_error(id: String, status: &Status) -> ModelStreamInferResponse {
+    let code = InferParameter {
+        parameter_choice: Some(ParameterChoice::Int64Param(i64::from(status.code() as i32))),
+    };
     ModelStreamInferResponse {
-        error_message: error.into(),
+        error_message: status.message().into(),
         infer_response: Some(ModelInferResponse {
             id,
+            parameters: [(STREAM_ERROR_CODE.to_owned(), code)].into(),
             ..ModelInferResponse::default()
         }),
     }
@@ -219,7 +232,7 @@ impl GrpcInferenceService for InferenceService {
                                             error_message: String::new(),
                                             infer_response: Some(response),
                                         },
-                                        Err(e) => stream_error(id, to_status(&e).message()),
+                                        Err(e) => stream_error(id, &to_status(&e)),
                                     };
                                     let _ = tx.send(Ok(message)).await;
                                 }
@@ -228,7 +241,7 @@ impl GrpcInferenceService for InferenceService {
                         });
                     }
                     Err(e) => {
-                        if tx.send(Ok(stream_error(id, &e.to_string()))).await.is_err() {
+                        if tx.send(Ok(stream_error(id, &to_status(&e)))).await.is_err() {
                             break;
                         }
                     }
