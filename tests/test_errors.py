@@ -511,22 +511,42 @@ def test_execution_failure_fails_only_its_batch(
     )
 
 
-def test_bytes_that_are_not_utf8_fail_the_batch(
+def test_bytes_that_are_not_utf8_are_refused_alone(
     client: grpcclient.InferenceServerClient,
 ) -> None:
-    """ONNX string tensors hold text: BYTES that are not UTF-8 fail, naming the input."""
-    inputs = _identity_inputs()
-    inputs["in_BYTES"] = np.array([[b"ok", b"\xff\xfe", b"", b"x"]], dtype=np.object_)
-    with pytest.raises(InferenceServerException) as info:
-        client.infer("identity_all", [infer_input(n, a, _datatype(n)) for n, a in inputs.items()])
-    assert info.value.status() == "StatusCode.INTERNAL"
-    assert "`in_BYTES`" in info.value.message()
-    assert "UTF-8" in info.value.message()
-    inputs["in_BYTES"] = np.array([[b"ok", b"fine", b"", b"x"]], dtype=np.object_)
-    result = client.infer(
-        "identity_all", [infer_input(n, a, _datatype(n)) for n, a in inputs.items()]
-    )
-    assert result.as_numpy("out_BYTES").tolist() == inputs["in_BYTES"].tolist()
+    """ONNX string tensors hold text: BYTES that are not UTF-8 are the sender's
+    INVALID_ARGUMENT, naming the input and the element, and the requests
+    queued beside it are answered."""
+    bad = _identity_inputs()
+    bad["in_BYTES"] = np.array([[b"ok", b"\xff\xfe", b"", b"x"]], dtype=np.object_)
+    good = _identity_inputs()
+    good["in_BYTES"] = np.array([[b"ok", "f\u00e9".encode(), b"", b"x"]], dtype=np.object_)
+    results: dict[str, tuple[object, object]] = {}
+    done = threading.Semaphore(0)
+
+    def callback(key: str) -> Callable[[object, object], None]:
+        def record(result: object, error: object) -> None:
+            results[key] = (result, error)
+            done.release()
+
+        return record
+
+    for key in ("good-0", "bad", "good-1"):
+        inputs = bad if key == "bad" else good
+        client.async_infer(
+            "identity_all",
+            [infer_input(n, a, _datatype(n)) for n, a in inputs.items()],
+            callback(key),
+        )
+    for _ in range(3):
+        assert done.acquire(timeout=10)
+    _, error = results.pop("bad")
+    assert error is not None
+    assert error.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "`in_BYTES` element 1 is not UTF-8" in error.message()
+    for key, (result, err) in results.items():
+        assert err is None, (key, err)
+        assert result.as_numpy("out_BYTES").tolist() == good["in_BYTES"].tolist()
 
 
 # ---------------------------------------------------------------- cancellation

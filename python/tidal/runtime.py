@@ -7,8 +7,10 @@ releases the GIL while it computes, so instances of one model, and the
 models beside it, run in parallel.
 
 ONNX string tensors hold UTF-8 text, while KServe BYTES tensors hold
-arbitrary bytes: inputs are decoded from UTF-8 on the way in (a batch with
-bytes that are not UTF-8 fails) and outputs are encoded on the way out.
+arbitrary bytes: inputs are decoded from UTF-8 on the way in and outputs
+are encoded on the way out. The server refuses a request whose BYTES are
+not UTF-8 at submit (`INVALID_ARGUMENT`), so the check here only guards
+direct callers.
 """
 
 from __future__ import annotations

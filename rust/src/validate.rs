@@ -194,6 +194,26 @@ fn check_byte_size(input: &RawInput, datatype: DataType) -> Result<(), CoreError
                     input.name, input.shape
                 )));
             }
+            check_text(input, &offsets)?;
+        }
+    }
+    Ok(())
+}
+
+/// BYTES elements must be UTF-8 text: a BYTES tensor is an ONNX string
+/// tensor to the model, and ONNX strings are UTF-8. Checked here, one request
+/// at a time, so that bad text is its sender's `INVALID_ARGUMENT` and not a
+/// failure of the whole batch it would have joined.
+fn check_text(input: &RawInput, offsets: &[usize]) -> Result<(), CoreError> {
+    for (index, bounds) in offsets.windows(2).enumerate() {
+        let element = &input.data[bounds[0] + 4..bounds[1]];
+        if let Err(e) = std::str::from_utf8(element) {
+            let at = e.valid_up_to();
+            return Err(CoreError::invalid(format!(
+                "input `{}` element {index} is not UTF-8 text (byte 0x{:02x} at offset {at}); \
+                 BYTES inputs are ONNX strings, which hold UTF-8",
+                input.name, element[at]
+            )));
         }
     }
     Ok(())
@@ -321,6 +341,34 @@ mod tests {
         };
         assert!(build(&s, vec![input(&[1, 2])]).is_ok());
         assert!(err(&s, vec![input(&[2, 2])]).contains("carries 2 BYTES elements"));
+    }
+
+    #[test]
+    fn bytes_inputs_must_be_utf8_text() {
+        let mut s = spec(8);
+        s.inputs[0].datatype = DataType::Bytes;
+        let input = |elements: &[&[u8]]| {
+            let mut data = Vec::new();
+            for e in elements {
+                data.extend_from_slice(&(e.len() as u32).to_le_bytes());
+                data.extend_from_slice(e);
+            }
+            RawInput {
+                name: "x".into(),
+                datatype: "BYTES".into(),
+                shape: vec![1, elements.len() as i64],
+                data: Bytes::from(data),
+            }
+        };
+        assert!(build(&s, vec![input(&["é".as_bytes(), b""])]).is_ok());
+        let message = err(&s, vec![input(&[b"ok", b"a\xff"])]);
+        assert!(
+            message.contains("input `x` element 1 is not UTF-8"),
+            "{message}"
+        );
+        assert!(message.contains("0xff at offset 1"), "{message}");
+        // A character cut short at the end of its element.
+        assert!(err(&s, vec![input(&["é".as_bytes()[..1].as_ref(), b"ok"])]).contains("element 0"));
     }
 
     #[test]
