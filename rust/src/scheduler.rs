@@ -93,17 +93,15 @@ impl<T: Job> Scheduler<T> {
             .fold((0.0, 0.0), |(higher, all), (l, rate)| {
                 (if l < lane { higher + rate } else { higher }, all + rate)
             });
+        let (earliest_free, idle_instance) = self.availability(now);
         let view = AdmissionView {
             now,
             rows: item.rows(),
             deadline: item.deadline(),
             rows_ahead: self.queue.rows_ahead(item.priority()),
             instances: self.busy_until.len(),
-            earliest_free: self.earliest_free(now),
-            idle_instance: self
-                .busy_until
-                .iter()
-                .any(|b| b.load(Ordering::Relaxed) == 0),
+            earliest_free,
+            idle_instance,
             arrival_rate,
             overtaking_rate,
             reserve: self.lateness[lane].reserve(),
@@ -182,8 +180,26 @@ impl<T: Job> Scheduler<T> {
         })
     }
 
-    fn earliest_free(&self, now: Instant) -> Instant {
-        self.busy_ends(now).min().unwrap_or(now)
+    /// When the first instance is predicted to be free, and whether one is
+    /// running no batch, from one reading of each instance's state.
+    fn availability(&self, now: Instant) -> (Instant, bool) {
+        let now_ns = self.nanos(now);
+        // An idle instance (0) or one overrunning its prediction is free now.
+        let (earliest, idle) = self
+            .busy_until
+            .iter()
+            .fold((None, false), |(min, idle), b| {
+                let end = b.load(Ordering::Relaxed);
+                let free = end.max(now_ns);
+                (
+                    Some(min.map_or(free, |m: u64| m.min(free))),
+                    idle || end == 0,
+                )
+            });
+        (
+            self.epoch + Duration::from_nanos(earliest.unwrap_or(now_ns)),
+            idle,
+        )
     }
 
     /// Blocks until a batch is due and returns it; `None` once the queue is
