@@ -674,10 +674,10 @@ impl Server {
     }
 }
 
-/// Routes the extension's `log` records, and the HTTP/2 stack's through
-/// `tracing`'s `log` fallback, to Python's `logging` (loggers named after the
-/// Rust module: `_core.server.runtime`, `h2.proto.streams.recv`). Levels are
-/// cached, so a record below its logger's level never takes the GIL. A
+/// Routes the extension's `log` records, and the HTTP/2 stack's `tracing`
+/// warnings (`server::trace_log`), to Python's `logging` (loggers named after
+/// the Rust module: `_core.server.runtime`, `h2.proto.streams.recv`). Levels
+/// are cached, so a record below its logger's level never takes the GIL. A
 /// second import in the same process keeps the first logger.
 ///
 /// Records below WARN, the core's own included, never leave Rust: with
@@ -691,6 +691,7 @@ fn install_logging(py: Python<'_>) -> PyResult<()> {
     let logger = pyo3_log::Logger::new(py, pyo3_log::Caching::LoggersAndLevels)?
         .filter(log::LevelFilter::Warn);
     let _ = logger.install();
+    crate::server::trace_log::install();
     Ok(())
 }
 

@@ -13,6 +13,7 @@ pub mod proto;
 pub mod runtime;
 mod service;
 pub mod status;
+pub mod trace_log;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
