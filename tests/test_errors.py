@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -51,6 +52,28 @@ def assert_still_serves(stub: Client) -> None:
     outputs = decode_response(stub.stub.ModelInfer(build_request("add_sub", inputs)))
     np.testing.assert_array_equal(outputs["sum"], inputs["a"] + inputs["b"])
     np.testing.assert_array_equal(outputs["diff"], inputs["a"] - inputs["b"])
+
+
+def _infer_together(
+    client: grpcclient.InferenceServerClient, model: str, calls: list[tuple[str, list[Any]]]
+) -> dict[str, tuple[Any, Any]]:
+    """Sends every (key, inputs) to `model` at once, in order, and waits for
+    every answer: by key, (result, None) or (None, error)."""
+    results: dict[str, tuple[Any, Any]] = {}
+    done = threading.Semaphore(0)
+
+    def callback(key: str) -> Callable[[object, object], None]:
+        def record(result: object, error: object) -> None:
+            results[key] = (result, error)
+            done.release()
+
+        return record
+
+    for key, inputs in calls:
+        client.async_infer(model, inputs, callback(key))
+    for _ in calls:
+        assert done.acquire(timeout=10)
+    return results
 
 
 # ---------------------------------------------------------------- unknown models
@@ -306,22 +329,13 @@ def test_full_queue_is_unavailable(client: grpcclient.InferenceServerClient) -> 
     """`tiny_queue` admits one request and holds it 400 ms: a burst overflows it."""
     burst = 12
     inputs = [_pair(rows=1 + i % 4, width=16) for i in range(burst)]
-    results: list[tuple[int, object, object]] = []
-    done = threading.Semaphore(0)
-
-    def callback(i: int) -> Callable[[object, object], None]:
-        def record(result: object, error: object) -> None:
-            results.append((i, result, error))
-            done.release()
-
-        return record
-
-    for i, pair in enumerate(inputs):
-        client.async_infer("tiny_queue", [infer_input(n, a) for n, a in pair.items()], callback(i))
-    for _ in range(burst):
-        assert done.acquire(timeout=10)
-    refused = [error for _, _, error in results if error is not None]
-    served = [(i, result) for i, result, error in results if error is None]
+    results = _infer_together(
+        client,
+        "tiny_queue",
+        [(str(i), [infer_input(n, a) for n, a in pair.items()]) for i, pair in enumerate(inputs)],
+    )
+    refused = [error for _, error in results.values() if error is not None]
+    served = [(int(i), result) for i, (result, error) in results.items() if error is None]
     assert refused, "no request was refused"
     assert served, "no request was served"
     for error in refused:
@@ -466,24 +480,9 @@ def test_execution_failure_fails_only_its_batch(
 
     rng = np.random.default_rng(7)
     valid = [rng.uniform(0, 10, size=(1, 4)).astype(np.float32) for _ in range(24)]
-    results: dict[str, tuple[object, object]] = {}
-    done = threading.Semaphore(0)
-
-    def callback(key: str) -> Callable[[object, object], None]:
-        def record(result: object, error: object) -> None:
-            results[key] = (result, error)
-            done.release()
-
-        return record
-
-    for i, x in enumerate(valid):
-        if i == len(valid) // 2:
-            client.async_infer(
-                "fail_on_negative", [infer_input("x", negative)], callback("negative")
-            )
-        client.async_infer("fail_on_negative", [infer_input("x", x)], callback(str(i)))
-    for _ in range(len(valid) + 1):
-        assert done.acquire(timeout=10)
+    calls = [(str(i), [infer_input("x", x)]) for i, x in enumerate(valid)]
+    calls.insert(len(valid) // 2, ("negative", [infer_input("x", negative)]))
+    results = _infer_together(client, "fail_on_negative", calls)
 
     _, error = results.pop("negative")
     assert error is not None
@@ -521,25 +520,14 @@ def test_bytes_that_are_not_utf8_are_refused_alone(
     bad["in_BYTES"] = np.array([[b"ok", b"\xff\xfe", b"", b"x"]], dtype=np.object_)
     good = _identity_inputs()
     good["in_BYTES"] = np.array([[b"ok", "f\u00e9".encode(), b"", b"x"]], dtype=np.object_)
-    results: dict[str, tuple[object, object]] = {}
-    done = threading.Semaphore(0)
-
-    def callback(key: str) -> Callable[[object, object], None]:
-        def record(result: object, error: object) -> None:
-            results[key] = (result, error)
-            done.release()
-
-        return record
-
-    for key in ("good-0", "bad", "good-1"):
-        inputs = bad if key == "bad" else good
-        client.async_infer(
-            "identity_all",
-            [infer_input(n, a, _datatype(n)) for n, a in inputs.items()],
-            callback(key),
-        )
-    for _ in range(3):
-        assert done.acquire(timeout=10)
+    results = _infer_together(
+        client,
+        "identity_all",
+        [
+            (key, [infer_input(n, a, _datatype(n)) for n, a in inputs.items()])
+            for key, inputs in (("good-0", good), ("bad", bad), ("good-1", good))
+        ],
+    )
     _, error = results.pop("bad")
     assert error is not None
     assert error.status() == "StatusCode.INVALID_ARGUMENT"
