@@ -184,22 +184,18 @@ impl<T: Job> Scheduler<T> {
     /// running no batch, from one reading of each instance's state.
     fn availability(&self, now: Instant) -> (Instant, bool) {
         let now_ns = self.nanos(now);
-        // An idle instance (0) or one overrunning its prediction is free now.
-        let (earliest, idle) = self
-            .busy_until
-            .iter()
-            .fold((None, false), |(min, idle), b| {
-                let end = b.load(Ordering::Relaxed);
-                let free = end.max(now_ns);
-                (
-                    Some(min.map_or(free, |m: u64| m.min(free))),
-                    idle || end == 0,
-                )
-            });
-        (
-            self.epoch + Duration::from_nanos(earliest.unwrap_or(now_ns)),
-            idle,
-        )
+        let (mut earliest, mut idle) = (u64::MAX, false);
+        for b in &self.busy_until {
+            let end = b.load(Ordering::Relaxed);
+            idle |= end == 0;
+            // An idle instance (0) or one overrunning its prediction is free now.
+            earliest = earliest.min(end.max(now_ns));
+        }
+        if earliest == u64::MAX {
+            // No instance at all (`new` keeps at least one): free now.
+            earliest = now_ns;
+        }
+        (self.epoch + Duration::from_nanos(earliest), idle)
     }
 
     /// Blocks until a batch is due and returns it; `None` once the queue is
