@@ -4,6 +4,7 @@ cancellation, priorities, admission control, and the statistics that show it."""
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -13,7 +14,7 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from helpers import TidalServer, infer_input
+from helpers import TidalServer, assert_add_sub_serves, infer_input
 from tidal import _core
 from tidal._proto import grpc_service_pb2 as pb
 from tidal.bench import make_workload
@@ -145,6 +146,63 @@ def test_priority_one_overtakes_priority_two_in_a_loaded_queue(server: TidalServ
         assert online_errors == []
         # The online requests overtook most of the batch requests queued before them.
         assert batch_done_by_then <= 20, f"{batch_done_by_then} of 30 batch requests went first"
+    finally:
+        client.close()
+
+
+def test_time_unread_in_its_socket_counts_against_a_request(
+    tmp_path: Path, server: TidalServer, server_factory: Callable[..., TidalServer]
+) -> None:
+    """A request's time starts when its bytes reach the server's socket, not
+    when the server reads them: with the server stopped for 600 ms, a request
+    with a 200 ms timeout is answered DEADLINE_EXCEEDED without being run,
+    and one without a timeout is answered with the wait in its queue time."""
+    root = tmp_path / "repository"
+    (root / "add_sub").mkdir(parents=True)
+    (root / "add_sub" / "model.onnx").write_bytes(
+        (server.repo / "add_sub" / "model.onnx").read_bytes()
+    )
+    (root / "add_sub" / "tidal.toml").write_text(
+        "max_batch_size = 8\n\n[batching]\nslo_ms = 30000\n"
+    )
+    s = server_factory(root, "--no-metrics")
+    client = grpcclient.InferenceServerClient(s.grpc)
+    try:
+        # The connection is open and the model warm before the server stops.
+        assert_add_sub_serves(client)
+        before = _stats(s, "add_sub")
+        rows = np.ones((1, 16), dtype=np.float32)
+        inputs = [infer_input("a", rows), infer_input("b", rows)]
+        outcomes: dict[str, object] = {}
+        done = threading.Semaphore(0)
+
+        def record(name: str) -> Callable[[object, object], None]:
+            def store(result: object, error: object) -> None:
+                outcomes[name] = error if error is not None else result
+                done.release()
+
+            return store
+
+        os.kill(s.process.pid, signal.SIGSTOP)
+        try:
+            client.async_infer("add_sub", inputs, record("timed"), timeout=200_000)
+            client.async_infer("add_sub", inputs, record("untimed"))
+            time.sleep(0.6)
+        finally:
+            os.kill(s.process.pid, signal.SIGCONT)
+        for _ in range(2):
+            assert done.acquire(timeout=30)
+        timed, untimed = outcomes["timed"], outcomes["untimed"]
+        assert isinstance(timed, InferenceServerException), timed
+        assert timed.status() == "StatusCode.DEADLINE_EXCEEDED", timed
+        assert isinstance(untimed, grpcclient.InferResult), untimed
+        np.testing.assert_array_equal(untimed.as_numpy("sum"), rows + rows)
+        after = _stats(s, "add_sub")
+        assert after.inference_count - before.inference_count == 1
+        lane, lane_before = after.priority_stats[0], before.priority_stats[0]
+        assert lane.refused + lane.expired - lane_before.refused - lane_before.expired == 1
+        queued_ns = after.inference_stats.queue.ns - before.inference_stats.queue.ns
+        assert queued_ns >= 500_000_000, f"queued {queued_ns / 1e6:.1f} ms after a 600 ms stop"
     finally:
         client.close()
 

@@ -5,6 +5,7 @@
 //! [`RunningServer::shutdown`] stops accepting connections and lets calls in
 //! flight finish; the models' queues are drained by their own shutdown.
 
+mod arrival;
 mod coalesce;
 mod codec;
 mod describe;
@@ -204,7 +205,7 @@ pub async fn start(options: ServerOptions) -> std::io::Result<RunningServer> {
     // delayed ACK; they wait instead for the others the connection has ready.
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
-        .map_ok(coalesce::Coalesced::new);
+        .map_ok(|stream| coalesce::Coalesced::new(arrival::Stamped::new(stream)));
     let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = stopped.await;
     }));

@@ -10,6 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::arrival::Arrivals;
 use super::proto::grpc_inference_service_server::GrpcInferenceService;
 use super::proto::{
     infer_parameter::ParameterChoice, repository_index_response::ModelIndex, InferParameter,
@@ -45,10 +46,11 @@ impl InferenceService {
         Self { state }
     }
 
-    /// Decodes, validates and admits one request.
+    /// Decodes, validates and admits one request that arrived at `arrival`.
     fn submit(
         &self,
         request: ModelInferRequest,
+        arrival: Instant,
         client_deadline: Option<Instant>,
     ) -> Result<(Arc<ServedModel>, String, Answer), CoreError> {
         let model = self
@@ -58,7 +60,7 @@ impl InferenceService {
         let (id, request) = codec::decode_request(request, client_deadline)
             .and_then(|(inputs, options)| {
                 let id = options.id.clone();
-                let request = build_request(&model.spec, inputs, options, Instant::now())?;
+                let request = build_request(&model.spec, inputs, options, arrival)?;
                 Ok((id, request))
             })
             .inspect_err(|_| model.stats.invalid())?;
@@ -69,9 +71,10 @@ impl InferenceService {
     async fn infer(
         &self,
         request: ModelInferRequest,
+        arrival: Instant,
         client_deadline: Option<Instant>,
     ) -> Result<ModelInferResponse, CoreError> {
-        let (model, id, answer) = self.submit(request, client_deadline)?;
+        let (model, id, answer) = self.submit(request, arrival, client_deadline)?;
         finish(&model, id, answer).await
     }
 
@@ -95,9 +98,22 @@ async fn finish(
     Ok(codec::encode_response(&model.spec, id, answer))
 }
 
-fn client_deadline<T>(request: &Request<T>) -> Option<Instant> {
+/// The call's `grpc-timeout`, counted from `start`.
+fn client_deadline<T>(request: &Request<T>, start: Instant) -> Option<Instant> {
     let header = request.metadata().get("grpc-timeout")?.to_str().ok()?;
-    codec::grpc_timeout(header).map(|timeout| Instant::now() + timeout)
+    codec::grpc_timeout(header).map(|timeout| start + timeout)
+}
+
+/// The connection's record of when its bytes arrived; none where the call
+/// came some other way than an accepted TCP connection.
+fn arrivals<T>(request: &Request<T>) -> Option<Arrivals> {
+    request.extensions().get::<Arrivals>().cloned()
+}
+
+/// When a call's latest message arrived (see `arrival`): the start of its
+/// deadline and of its time in the server.
+fn arrived(arrivals: Option<&Arrivals>) -> Instant {
+    arrivals.map_or_else(Instant::now, Arrivals::latest)
 }
 
 /// Runs a blocking repository hook off the async threads.
@@ -189,8 +205,9 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
-        let deadline = client_deadline(&request);
-        let response = self.infer(request.into_inner(), deadline).await?;
+        let arrival = arrived(arrivals(&request).as_ref());
+        let deadline = client_deadline(&request, arrival);
+        let response = self.infer(request.into_inner(), arrival, deadline).await?;
         Ok(Response::new(response))
     }
 
@@ -200,7 +217,10 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<Streaming<ModelInferRequest>>,
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
-        let deadline = client_deadline(&request);
+        // The call's deadline runs from its start; each message's objective
+        // from when that message arrived.
+        let arrivals = arrivals(&request);
+        let deadline = client_deadline(&request, arrived(arrivals.as_ref()));
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let service = self.clone();
@@ -219,7 +239,7 @@ impl GrpcInferenceService for InferenceService {
                     }
                 };
                 let id = request.id.clone();
-                match service.submit(request, deadline) {
+                match service.submit(request, arrived(arrivals.as_ref()), deadline) {
                     Ok((model, id, answer)) => {
                         let tx = tx.clone();
                         tokio::spawn(async move {
