@@ -75,6 +75,7 @@ pub fn split(
         .iter()
         .map(|r| InferResponse {
             outputs: Vec::with_capacity(r.outputs.len()),
+            handover: None,
         })
         .collect();
     for (&index, result) in outputs.iter().zip(results) {

@@ -18,8 +18,17 @@
 //! [`SERVER_SHARE`] of the time from arrival to deadline: the rest belongs to
 //! the network and the encoding on either side, which the server's clock does
 //! not see.
+//!
+//! A request is judged when its submitter lets go of its answer (for a gRPC
+//! call, once the answer is encoded), not when its batch ends: where the
+//! network thread shares the core with the batches, an answer can wait for
+//! it longer than the batch took, and a server that judged at the batch's end
+//! would count such a request punctual while its client saw it late, and go
+//! on admitting as much as before. A batch's [`Settlement`] collects its
+//! requests' verdicts and records them when the last one is in.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Share of a request's time from arrival to deadline that the server may
@@ -81,6 +90,89 @@ impl Lateness {
     }
 }
 
+/// One batch's outcomes per lane, recorded into its lanes' [`Lateness`]
+/// when the last handle to it goes: the worker's, once it has judged what it
+/// could, and every answer's [`Verdict`].
+#[derive(Debug)]
+pub struct Settlement {
+    lateness: Arc<[Lateness]>,
+    /// Per lane: (punctual, late).
+    counts: Vec<(AtomicUsize, AtomicUsize)>,
+}
+
+impl Settlement {
+    /// A settlement for `lateness`'s lanes, with `outcomes` (per lane,
+    /// punctual and late) already in.
+    pub fn new(lateness: Arc<[Lateness]>, outcomes: &[(usize, usize)]) -> Arc<Self> {
+        let counts = (0..lateness.len())
+            .map(|lane| {
+                let (punctual, late) = outcomes.get(lane).copied().unwrap_or_default();
+                (AtomicUsize::new(punctual), AtomicUsize::new(late))
+            })
+            .collect();
+        Arc::new(Self { lateness, counts })
+    }
+
+    /// Counts a request of `lane` that arrived at `arrival`, due at
+    /// `deadline`, and was done with at `done`.
+    pub fn judge(&self, lane: usize, arrival: Instant, deadline: Instant, done: Instant) {
+        let (in_time, late) = &self.counts[lane];
+        let count = if punctual(arrival, deadline, done) {
+            in_time
+        } else {
+            late
+        };
+        count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Settlement {
+    fn drop(&mut self) {
+        for (lateness, (punctual, late)) in self.lateness.iter().zip(&self.counts) {
+            lateness.record(
+                punctual.load(Ordering::Relaxed),
+                late.load(Ordering::Relaxed),
+            );
+        }
+    }
+}
+
+/// An answer's part in its batch's [`Settlement`]: the request is judged
+/// when this is dropped, that is when its submitter is done with the answer
+/// (or, when the submitter has gone, when the answer could not be handed over).
+#[derive(Debug)]
+pub struct Verdict {
+    settlement: Arc<Settlement>,
+    lane: usize,
+    arrival: Instant,
+    deadline: Instant,
+}
+
+impl Verdict {
+    /// The verdict on a request of `lane` that arrived at `arrival`, due at
+    /// `deadline`, to be counted in `settlement`.
+    pub fn new(
+        settlement: Arc<Settlement>,
+        lane: usize,
+        arrival: Instant,
+        deadline: Instant,
+    ) -> Self {
+        Self {
+            settlement,
+            lane,
+            arrival,
+            deadline,
+        }
+    }
+}
+
+impl Drop for Verdict {
+    fn drop(&mut self) {
+        self.settlement
+            .judge(self.lane, self.arrival, self.deadline, Instant::now());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +214,56 @@ mod tests {
         assert!(l.reserve() > 0.0);
         l.record(10, 0);
         assert!(l.reserve() < 1e-9, "{}", l.reserve());
+    }
+
+    #[test]
+    fn a_batch_is_settled_when_its_last_answer_is_let_go() {
+        let lateness: Arc<[Lateness]> = (0..2).map(|_| Lateness::default()).collect();
+        let arrival = Instant::now();
+        let deadline = arrival + std::time::Duration::from_secs(3600);
+        // Two expired in lane 1 before the batch.
+        let settlement = Settlement::new(Arc::clone(&lateness), &[(0, 0), (0, 2)]);
+        let late = Verdict::new(Arc::clone(&settlement), 0, arrival, arrival);
+        let punctual = Verdict::new(Arc::clone(&settlement), 0, arrival, deadline);
+        drop(settlement);
+        drop(late);
+        assert_eq!(
+            lateness[0].reserve(),
+            0.0,
+            "settled before every answer was in"
+        );
+        drop(punctual);
+        let half = STEP * (0.5 - TARGET_LATE);
+        assert!(
+            (lateness[0].reserve() - half).abs() < 1e-12,
+            "{}",
+            lateness[0].reserve()
+        );
+        let all = STEP * (1.0 - TARGET_LATE);
+        assert!(
+            (lateness[1].reserve() - all).abs() < 1e-12,
+            "{}",
+            lateness[1].reserve()
+        );
+    }
+
+    #[test]
+    fn an_answer_is_judged_when_let_go_not_when_made() {
+        let lateness: Arc<[Lateness]> = vec![Lateness::default()].into();
+        let arrival = Instant::now();
+        // Punctual while the server's share of 20 ms (17 ms) lasts.
+        let deadline = arrival + std::time::Duration::from_millis(20);
+        let verdict = Verdict::new(
+            Settlement::new(Arc::clone(&lateness), &[]),
+            0,
+            arrival,
+            deadline,
+        );
+        std::thread::sleep(std::time::Duration::from_millis(25));
+        drop(verdict);
+        assert!(
+            lateness[0].reserve() > 0.0,
+            "held past its share, it was counted punctual"
+        );
     }
 }

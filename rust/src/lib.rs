@@ -9,6 +9,7 @@ pub mod cost;
 pub mod error;
 pub mod feedback;
 pub mod gate;
+pub mod handover;
 pub mod loadgen;
 pub mod model;
 pub mod policy;

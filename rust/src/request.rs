@@ -4,6 +4,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::handover::Handover;
+
 /// Tensor data in the protocol's raw layout: little-endian, row-major, BYTES
 /// elements each behind a 4-byte length.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +49,10 @@ impl InferRequest {
 }
 
 /// The answer to one request: the requested outputs, by output index.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct InferResponse {
     pub outputs: Vec<(usize, Tensor)>,
+    /// What is recorded of the request when the answer is let go (see
+    /// `handover`); none until the worker hands the answer back.
+    pub handover: Option<Handover>,
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::cost::CostModel;
-use crate::feedback::Lateness;
+use crate::feedback::{Lateness, Settlement};
 use crate::policy::{AdmissionView, Decision, Policy, QueueView};
 use crate::queue::{DropReason, Job, Queue, Refused};
 
@@ -49,7 +49,7 @@ pub struct Scheduler<T> {
     /// Per priority level: each level learns its own reserve, so that a
     /// flood of low-priority work turning out late does not make admission
     /// refuse the online traffic that overtook it.
-    lateness: Vec<Lateness>,
+    lateness: Arc<[Lateness]>,
 }
 
 impl<T: Job> Scheduler<T> {
@@ -152,13 +152,11 @@ impl<T: Job> Scheduler<T> {
         self.queue.lane(priority)
     }
 
-    /// One batch's outcomes, per lane: `(punctual, late)` admitted requests
-    /// that finished within the server's share of their time and those that
-    /// did not (or expired in the queue); admission learns from it.
-    pub fn settled(&self, outcomes: &[(usize, usize)]) {
-        for (lateness, &(punctual, late)) in self.lateness.iter().zip(outcomes) {
-            lateness.record(punctual, late);
-        }
+    /// Where one batch's outcomes go, with `outcomes` already in (per lane,
+    /// `(punctual, late)` admitted requests: those that expired in the queue
+    /// count as late); admission learns from it once it is settled.
+    pub fn settlement(&self, outcomes: &[(usize, usize)]) -> Arc<Settlement> {
+        Settlement::new(Arc::clone(&self.lateness), outcomes)
     }
 
     /// The share of a request's time to its deadline that admission keeps
@@ -397,7 +395,7 @@ mod tests {
         let s = scheduler(8, Duration::ZERO);
         // Priority 2 all late, priority 1 punctual: only priority 2's
         // admission keeps more back.
-        s.settled(&[(10, 0), (0, 10)]);
+        drop(s.settlement(&[(10, 0), (0, 10)]));
         assert_eq!(s.admission_reserve(1), 0.0);
         assert!(s.admission_reserve(2) > 0.0);
         // Priorities beyond the last level share its lane.

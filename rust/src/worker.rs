@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use crate::batch::{self, BatchInput, BatchOutput};
 use crate::cost::CostModel;
 use crate::error::CoreError;
-use crate::feedback;
+use crate::feedback::Verdict;
+use crate::handover::Handover;
 use crate::model::ModelSpec;
 use crate::queue::DropReason;
 use crate::scheduler::Scheduler;
@@ -118,32 +119,34 @@ fn execute(
         output: Instant::now() - executed,
     };
     context.stats.batch(timing);
-    let finished = Instant::now();
-    for request in batch.iter().map(|p| &p.request) {
-        if let Some(deadline) = request.deadline {
-            let (punctual, late) = &mut outcomes[context.scheduler.lane(request.priority)];
-            if feedback::punctual(request.arrival, deadline, finished) {
-                *punctual += 1;
-            } else {
-                *late += 1;
-            }
-        }
-    }
-    context.scheduler.settled(outcomes);
+    let settlement = context.scheduler.settlement(outcomes);
     outcomes.fill((0, 0));
     match answers {
         Ok(answers) => {
-            for (pending, answer) in batch.into_iter().zip(answers) {
+            for (pending, mut answer) in batch.into_iter().zip(answers) {
                 let request = &pending.request;
-                context.stats.succeeded(
+                let verdict = request.deadline.map(|deadline| {
+                    let lane = context.scheduler.lane(request.priority);
+                    Verdict::new(Arc::clone(&settlement), lane, request.arrival, deadline)
+                });
+                answer.handover = Some(Handover::new(
+                    Arc::clone(&context.stats),
                     request.priority,
+                    request.arrival,
                     timing.total(),
-                    request.arrival.elapsed(),
-                );
+                    verdict,
+                ));
                 let _ = pending.reply.send(Ok(answer));
             }
         }
         Err(message) => {
+            let finished = Instant::now();
+            for request in batch.iter().map(|p| &p.request) {
+                if let Some(deadline) = request.deadline {
+                    let lane = context.scheduler.lane(request.priority);
+                    settlement.judge(lane, request.arrival, deadline, finished);
+                }
+            }
             let error = CoreError::Execution {
                 model: context.spec.name.clone(),
                 batch_size: rows,
