@@ -125,7 +125,8 @@ class StatisticsCollector:
         latency = GaugeMetricFamily(
             "tidal_priority_latency_seconds",
             "Latency quantiles since the model loaded, by priority level and stage"
-            " (queue, compute, end_to_end), from HDR histograms.",
+            " (queue, compute, end_to_end), from HDR histograms; queue and end_to_end"
+            " run from when the request's bytes reached the server's socket.",
             labels=["model", "priority", "stage", "quantile"],
         )
         cost = GaugeMetricFamily(

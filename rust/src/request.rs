@@ -33,7 +33,8 @@ pub struct InferRequest {
     /// Whether `deadline` is the client's own (gRPC deadline or `timeout`)
     /// rather than the model's objective.
     pub client_deadline: bool,
-    /// When the request was admitted.
+    /// When the request arrived: for a gRPC call, when its bytes reached the
+    /// server's socket. Its deadlines and its time in the server run from here.
     pub arrival: Instant,
 }
 
