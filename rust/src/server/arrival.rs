@@ -17,7 +17,10 @@
 //! drains a backlog dates every request in it by its newest bytes: the wait
 //! is never overstated, only understated by the spread of one read. A stamp
 //! that puts the bytes in the future or more than [`MAX_WAIT`] ago can only
-//! be a step of the system clock, and the read's own time stands instead.
+//! be a step of the system clock, and the read's own time stands instead, as
+//! it does for a read without a stamp: the kernel turns stamping on a moment
+//! after the first socket of the host asks for it, so the first bytes a
+//! fresh server receives may come without one.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
