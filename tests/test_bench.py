@@ -34,6 +34,7 @@ from tidal.bench.paired import median_interval, paired
 from tidal.bench.stats import StepResult
 from tidal.bench.workload import TensorInfo
 from tidal.cli import main
+from tidal.demo import faults
 from tidal.repository import ModelRepository, RepositoryManager
 from tidal.zoo import ZOO
 
@@ -552,6 +553,32 @@ def test_step_verdicts() -> None:
     # Held to the median instead, a long tail passes (p50 is 1 ms here).
     assert step_passes(step(11.0, {}), 10.0, quantile="p50")
     assert not step_passes(step(11.0, {}), 0.5, quantile="p50")
+
+
+def test_the_demo_fails_on_faults_not_on_shedding() -> None:
+    def step(errors: dict[str, int]) -> StepResult:
+        return StepResult(
+            label="x",
+            mode="closed",
+            offered_rate=0.0,
+            concurrency=1,
+            throughput=1.0,
+            goodput=1.0,
+            p50_ms=1.0,
+            p90_ms=1.0,
+            p99_ms=1.0,
+            p999_ms=1.0,
+            max_ms=1.0,
+            mean_ms=1.0,
+            errors=errors,
+            send_lag_p99_ms=0.0,
+            sent=1000,
+        )
+
+    shed = step({"DEADLINE_EXCEEDED": 19, "UNAVAILABLE": 3})
+    assert faults([shed, step({})]) == {}
+    broken = [shed, step({"MALFORMED": 1, "UNAVAILABLE": 2}), step({"UNKNOWN": 4, "MALFORMED": 2})]
+    assert faults(broken) == {"MALFORMED": 3, "UNKNOWN": 4}
 
 
 def test_median_interval_is_the_sign_tests() -> None:
