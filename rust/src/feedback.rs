@@ -137,39 +137,32 @@ impl Drop for Settlement {
     }
 }
 
-/// An answer's part in its batch's [`Settlement`]: the request is judged
-/// when this is dropped, that is when its submitter is done with the answer
-/// (or, when the submitter has gone, when the answer could not be handed over).
+/// An answer's part in its batch's [`Settlement`], judged when its submitter
+/// is done with the answer (see `handover`); the batch is settled once every
+/// verdict is in.
 #[derive(Debug)]
 pub struct Verdict {
     settlement: Arc<Settlement>,
     lane: usize,
-    arrival: Instant,
     deadline: Instant,
 }
 
 impl Verdict {
-    /// The verdict on a request of `lane` that arrived at `arrival`, due at
-    /// `deadline`, to be counted in `settlement`.
-    pub fn new(
-        settlement: Arc<Settlement>,
-        lane: usize,
-        arrival: Instant,
-        deadline: Instant,
-    ) -> Self {
+    /// The verdict on a request of `lane` due at `deadline`, to be counted
+    /// in `settlement`.
+    pub fn new(settlement: Arc<Settlement>, lane: usize, deadline: Instant) -> Self {
         Self {
             settlement,
             lane,
-            arrival,
             deadline,
         }
     }
-}
 
-impl Drop for Verdict {
-    fn drop(&mut self) {
+    /// Counts the request, which arrived at `arrival` and was done with at
+    /// `done`.
+    pub fn give(self, arrival: Instant, done: Instant) {
         self.settlement
-            .judge(self.lane, self.arrival, self.deadline, Instant::now());
+            .judge(self.lane, arrival, self.deadline, done);
     }
 }
 
@@ -223,16 +216,16 @@ mod tests {
         let deadline = arrival + std::time::Duration::from_secs(3600);
         // Two expired in lane 1 before the batch.
         let settlement = Settlement::new(Arc::clone(&lateness), &[(0, 0), (0, 2)]);
-        let late = Verdict::new(Arc::clone(&settlement), 0, arrival, arrival);
-        let punctual = Verdict::new(Arc::clone(&settlement), 0, arrival, deadline);
+        let late = Verdict::new(Arc::clone(&settlement), 0, arrival);
+        let punctual = Verdict::new(Arc::clone(&settlement), 0, deadline);
         drop(settlement);
-        drop(late);
+        late.give(arrival, Instant::now());
         assert_eq!(
             lateness[0].reserve(),
             0.0,
             "settled before every answer was in"
         );
-        drop(punctual);
+        punctual.give(arrival, Instant::now());
         let half = STEP * (0.5 - TARGET_LATE);
         assert!(
             (lateness[0].reserve() - half).abs() < 1e-12,
@@ -248,19 +241,13 @@ mod tests {
     }
 
     #[test]
-    fn an_answer_is_judged_when_let_go_not_when_made() {
+    fn a_verdict_given_past_the_servers_share_is_late() {
         let lateness: Arc<[Lateness]> = vec![Lateness::default()].into();
         let arrival = Instant::now();
         // Punctual while the server's share of 20 ms (17 ms) lasts.
         let deadline = arrival + std::time::Duration::from_millis(20);
-        let verdict = Verdict::new(
-            Settlement::new(Arc::clone(&lateness), &[]),
-            0,
-            arrival,
-            deadline,
-        );
-        std::thread::sleep(std::time::Duration::from_millis(25));
-        drop(verdict);
+        let verdict = Verdict::new(Settlement::new(Arc::clone(&lateness), &[]), 0, deadline);
+        verdict.give(arrival, arrival + std::time::Duration::from_millis(25));
         assert!(
             lateness[0].reserve() > 0.0,
             "held past its share, it was counted punctual"

@@ -50,10 +50,12 @@ impl Handover {
 
 impl Drop for Handover {
     fn drop(&mut self) {
+        let now = Instant::now();
         self.stats
-            .succeeded(self.priority, self.compute, self.arrival.elapsed());
-        // The verdict is taken as it drops, after this.
-        drop(self.verdict.take());
+            .succeeded(self.priority, self.compute, now - self.arrival);
+        if let Some(verdict) = self.verdict.take() {
+            verdict.give(self.arrival, now);
+        }
     }
 }
 
@@ -68,12 +70,7 @@ mod tests {
         let lateness: Arc<[Lateness]> = vec![Lateness::default()].into();
         let arrival = Instant::now();
         let deadline = arrival + Duration::from_millis(20);
-        let verdict = Verdict::new(
-            Settlement::new(Arc::clone(&lateness), &[]),
-            0,
-            arrival,
-            deadline,
-        );
+        let verdict = Verdict::new(Settlement::new(Arc::clone(&lateness), &[]), 0, deadline);
         let handover = Handover::new(
             Arc::clone(&stats),
             1,

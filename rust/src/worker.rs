@@ -127,7 +127,7 @@ fn execute(
                 let request = &pending.request;
                 let verdict = request.deadline.map(|deadline| {
                     let lane = context.scheduler.lane(request.priority);
-                    Verdict::new(Arc::clone(&settlement), lane, request.arrival, deadline)
+                    Verdict::new(Arc::clone(&settlement), lane, deadline)
                 });
                 answer.handover = Some(Handover::new(
                     Arc::clone(&context.stats),
