@@ -106,8 +106,8 @@ fn client_deadline<T>(request: &Request<T>, start: Instant) -> Option<Instant> {
 
 /// The connection's record of when its bytes arrived; none where the call
 /// came some other way than an accepted TCP connection.
-fn arrivals<T>(request: &Request<T>) -> Option<Arrivals> {
-    request.extensions().get::<Arrivals>().cloned()
+fn arrivals<T>(request: &Request<T>) -> Option<&Arrivals> {
+    request.extensions().get::<Arrivals>()
 }
 
 /// When a call's latest message arrived (see `arrival`): the start of its
@@ -205,7 +205,7 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
-        let arrival = arrived(arrivals(&request).as_ref());
+        let arrival = arrived(arrivals(&request));
         let deadline = client_deadline(&request, arrival);
         let response = self.infer(request.into_inner(), arrival, deadline).await?;
         Ok(Response::new(response))
@@ -219,7 +219,7 @@ impl GrpcInferenceService for InferenceService {
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
         // The call's deadline runs from its start; each message's objective
         // from when that message arrived.
-        let arrivals = arrivals(&request);
+        let arrivals = arrivals(&request).cloned();
         let deadline = client_deadline(&request, arrived(arrivals.as_ref()));
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
