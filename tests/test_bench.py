@@ -50,6 +50,7 @@ STEP_FIELDS = {
     "max_ms",
     "errors",
     "send_lag_p99_ms",
+    "receive_lag_p99_ms",
     "mean_batch_size",
     "achieved_rate",
     "intended_rate",
@@ -167,6 +168,12 @@ def test_open_loop_results_match_the_recorded_latencies(
         assert sum(step["histogram"]["counts"]) == ok.size
         # Every latency is timed from the intended send time, lag included.
         assert np.all(ok >= samples[f"{i}_sample_send_lag_ms"][codes == 0])
+        # An answer waits in the generator's socket only after its request
+        # left: that wait is a part of the latency after the send.
+        back = samples[f"{i}_sample_receive_lag_ms"]
+        after_send = samples[f"{i}_latency_ms"] - samples[f"{i}_sample_send_lag_ms"]
+        assert np.all(back <= after_send + 1e-9)
+        assert step["receive_lag_p99_ms"] == pytest.approx(np.percentile(back, 99), rel=1e-12)
         # The generator keeps to the schedule: what it sent per second of
         # the window against what the schedule placed in it...
         assert step["achieved_rate"] == pytest.approx(step["intended_rate"], rel=0.05)

@@ -153,6 +153,8 @@ def probe(args: argparse.Namespace, repo: Path, round_: int) -> None:
                     f"{r.throughput:.0f}/s goodput {r.goodput:.0f}/s p50 {r.p50_ms:.2f} "
                     f"p99 {r.p99_ms:.2f} ms, mean batch {r.mean_batch_size or 0:.1f}, "
                     f"send lag p50 {r.send_lag_p50_ms or 0:.2f} p99 {r.send_lag_p99_ms or 0:.2f} ms, "
+                    f"receive lag p50 {r.receive_lag_p50_ms or 0:.2f} "
+                    f"p99 {r.receive_lag_p99_ms or 0:.2f} ms, "
                     f"errors {r.errors}"
                 )
             print(

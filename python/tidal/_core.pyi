@@ -180,7 +180,7 @@ class LoadResult(TypedDict):
     """What a load run measured in its window (after warm-up).
 
     Per-answer arrays (`intended_s`, `latency_ms`, `sample_send_lag_ms`,
-    `code`, `class_index`) hold one entry per answer to a request intended
+    `sample_receive_lag_ms`, `code`, `class_index`) hold one entry per answer to a request intended
     inside the window, in completion order.
     """
 
@@ -211,6 +211,10 @@ class LoadResult(TypedDict):
     """Per answer: from its intended send time to the answer."""
     sample_send_lag_ms: npt.NDArray[np.float64]
     """Per answer: actual minus intended send time."""
+    sample_receive_lag_ms: npt.NDArray[np.float64]
+    """Per answer: from its last bytes reaching the generator's socket (the
+    kernel's receive stamp of its connection's latest read) to the generator
+    taking it; at most the time it waited there."""
     code: npt.NDArray[np.int32]
     """Per answer: gRPC status code (0 OK; -1 an OK answer that failed the
     checks; a stream answer with an error message counts as 2, UNKNOWN)."""

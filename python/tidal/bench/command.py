@@ -726,7 +726,14 @@ def _write(
         for i, s in enumerate(steps):
             if s.raw is None:
                 continue
-            for key in ("intended_s", "latency_ms", "sample_send_lag_ms", "code", "class_index"):
+            for key in (
+                "intended_s",
+                "latency_ms",
+                "sample_send_lag_ms",
+                "sample_receive_lag_ms",
+                "code",
+                "class_index",
+            ):
                 arrays[f"{i}_{key}"] = s.raw[key]
         np.savez_compressed(out / "samples.npz", **arrays)
         written.append(out / "samples.npz")

@@ -91,11 +91,14 @@ def print_table(steps: Sequence[StepResult], title: str, console: Console | None
 
 def print_generator(steps: Sequence[StepResult], console: Console | None = None) -> None:
     """The load generator's own timing error per step: rate sent against
-    rate asked for, and how late sends were."""
+    rate asked for, how late sends were, and how long answers waited in its
+    sockets before it took them."""
     table = Table(title="load generator: its own timing error")
     for name in ("step", "load", "intended/s", "sent/s", "sent / intended"):
         table.add_column(name, justify="left" if name == "step" else "right")
     for name in ("send lag P50 ms", "P99 ms", "max ms"):
+        table.add_column(name, justify="right")
+    for name in ("receive lag P50 ms", "P99 ms", "max ms"):
         table.add_column(name, justify="right")
     for s in steps:
         ratio = s.achieved_rate / s.intended_rate if s.intended_rate else None
@@ -108,6 +111,9 @@ def print_generator(steps: Sequence[StepResult], console: Console | None = None)
             _fmt(s.send_lag_p50_ms, 3),
             _fmt(s.send_lag_p99_ms, 3),
             _fmt(s.send_lag_max_ms, 3),
+            _fmt(s.receive_lag_p50_ms, 3),
+            _fmt(s.receive_lag_p99_ms, 3),
+            _fmt(s.receive_lag_max_ms, 3),
         )
     _console(console).print(table)
 

@@ -58,6 +58,8 @@ class ClassFigures:
     max_ms: float
     errors: dict[str, int]
     slo_ms: float | None
+    receive_lag_p99_ms: float | None = None
+    """P99 of the time the class's answers waited in the generator's socket."""
 
 
 @dataclass
@@ -103,6 +105,11 @@ class StepResult:
     sent: int = 0
     send_lag_p50_ms: float | None = None
     send_lag_max_ms: float | None = None
+    receive_lag_p50_ms: float | None = None
+    """Median of the generator's own delay on the way back: from an answer's
+    bytes reaching its socket to the generator taking it (every answer)."""
+    receive_lag_p99_ms: float | None = None
+    receive_lag_max_ms: float | None = None
     window_s: float = 0.0
     slo_ms: float | None = None
     arrivals: str | None = None
@@ -179,6 +186,7 @@ def summarize(
         errors["UNANSWERED"] = result["unanswered"]
         examples["UNANSWERED"] = "no answer before the end of the drain time"
     lag = result["send_lag_ms"]
+    back = result["sample_receive_lag_ms"]
     per_class: list[ClassFigures] = []
     if len(classes) > 1:
         for index, spec in enumerate(classes):
@@ -188,6 +196,7 @@ def summarize(
                     spec.name,
                     latency[mask],
                     codes[mask],
+                    back[mask],
                     sent=result["sent_by_class"][index],
                     window=window,
                     slo_ms=spec.slo_ms if spec.slo_ms is not None else slo_ms,
@@ -214,6 +223,9 @@ def summarize(
         send_lag_p50_ms=_percentile(lag, 50),
         send_lag_p99_ms=_percentile(lag, 99),
         send_lag_max_ms=float(lag.max()) if lag.size else float("nan"),
+        receive_lag_p50_ms=_percentile(back, 50),
+        receive_lag_p99_ms=_percentile(back, 99),
+        receive_lag_max_ms=float(back.max()) if back.size else float("nan"),
         window_s=window,
         slo_ms=slo_ms,
         mean_batch_size=mean_batch_size,
@@ -232,6 +244,7 @@ def _class_figures(
     name: str,
     latency: npt.NDArray[np.float64],
     codes: npt.NDArray[np.int32],
+    receive_lag: npt.NDArray[np.float64],
     *,
     sent: int,
     window: float,
@@ -259,6 +272,7 @@ def _class_figures(
         max_ms=float(ok.max()) if ok.size else float("nan"),
         errors=errors,
         slo_ms=slo_ms,
+        receive_lag_p99_ms=_percentile(receive_lag, 99),
     )
 
 

@@ -10,6 +10,7 @@
 
 mod arrivals;
 mod class;
+mod connection;
 mod echo;
 mod report;
 mod run;

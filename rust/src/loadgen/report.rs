@@ -19,6 +19,10 @@ pub struct Sample {
     pub latency: Duration,
     /// Actual minus intended send time: the generator's own delay.
     pub send_lag: Duration,
+    /// From the answer's last bytes reaching the generator's socket to the
+    /// generator taking it: its own delay on the way back (at most; the
+    /// stamp is that of the connection's latest read, which may be newer).
+    pub receive_lag: Duration,
     /// gRPC status code: 0 OK, [`MALFORMED`] for an OK answer that failed the
     /// checks; a stream answer with an error message counts as 2, UNKNOWN.
     pub code: i32,

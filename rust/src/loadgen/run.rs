@@ -25,24 +25,20 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::arrivals::{Arrivals, Schedule};
+use super::class::Class;
+use super::connection::Connection;
+use super::report::{code_name, LoadReport, Phase, Progress, Sample, MALFORMED};
+use super::timer::Timer;
+use crate::server::proto::infer_parameter::ParameterChoice;
+use crate::server::proto::{ModelInferRequest, ModelInferResponse};
+use crate::server::STREAM_ERROR_CODE;
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, Notify};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::StreamExt;
-use tonic::transport::{Channel, Endpoint};
-
-use super::arrivals::{Arrivals, Schedule};
-use super::class::Class;
-use super::report::{code_name, LoadReport, Phase, Progress, Sample, MALFORMED};
-use super::timer::Timer;
-use crate::server::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
-use crate::server::proto::infer_parameter::ParameterChoice;
-use crate::server::proto::{ModelInferRequest, ModelInferResponse};
-use crate::server::STREAM_ERROR_CODE;
-
-type Client = GrpcInferenceServiceClient<Channel>;
 
 /// How requests are offered.
 #[derive(Debug, Clone, PartialEq)]
@@ -289,7 +285,16 @@ impl Shared {
         }
     }
 
-    fn answered(&self, intended: Instant, sent_at: Instant, class: u16, outcome: Outcome) {
+    /// The answer to a request meant for `intended` and sent at `sent_at`,
+    /// whose last bytes reached the generator's socket at `received`.
+    fn answered(
+        &self,
+        intended: Instant,
+        sent_at: Instant,
+        received: Instant,
+        class: u16,
+        outcome: Outcome,
+    ) {
         let now = Instant::now();
         let latency = now.saturating_duration_since(intended);
         let (code, failure) = match outcome {
@@ -324,26 +329,11 @@ impl Shared {
             intended: intended - self.window_start,
             latency,
             send_lag: sent_at.saturating_duration_since(intended),
+            receive_lag: now.saturating_duration_since(received),
             code,
             class,
         });
     }
-}
-
-async fn connect(target: &str) -> Result<Client, String> {
-    let endpoint = Endpoint::from_shared(format!("http://{target}"))
-        .map_err(|e| format!("invalid target `{target}`: {e}"))?
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(5))
-        // An open loop must never wait for room in the channel's buffer.
-        .buffer_size(1 << 16);
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| format!("cannot connect to `{target}`: {e}"))?;
-    Ok(GrpcInferenceServiceClient::new(channel)
-        .max_decoding_message_size(usize::MAX)
-        .max_encoding_message_size(usize::MAX))
 }
 
 async fn drive(
@@ -351,9 +341,9 @@ async fn drive(
     progress: Arc<Progress>,
     stop: Arc<AtomicBool>,
 ) -> Result<LoadReport, String> {
-    let mut clients = Vec::new();
+    let mut connections = Vec::new();
     for _ in 0..config.connections.max(1) {
-        clients.push(connect(&config.target).await?);
+        connections.push(Connection::open(&config.target).await?);
     }
     progress.set_phase(if config.warmup.is_zero() {
         Phase::Measuring
@@ -388,13 +378,13 @@ async fn drive(
     let mut rng = StdRng::seed_from_u64(config.seed);
     match config.api {
         Api::Unary => match config.load {
-            Load::Closed { concurrency } => closed_unary(&shared, &clients, concurrency).await,
+            Load::Closed { concurrency } => closed_unary(&shared, &connections, concurrency).await,
             Load::Open { arrivals } => {
                 let schedule = Schedule::new(arrivals, rng.random());
-                open_unary(&shared, &clients, schedule, &mut rng).await;
+                open_unary(&shared, &connections, schedule, &mut rng).await;
             }
         },
-        Api::Stream => streamed(&shared, &clients, config.load, &mut rng).await?,
+        Api::Stream => streamed(&shared, &connections, config.load, &mut rng).await?,
     }
     phases.abort();
     progress.set_phase(Phase::Draining);
@@ -472,28 +462,29 @@ fn claim(shared: &Shared, now: Instant) -> bool {
         .is_ok()
 }
 
-/// One unary call and what came of it.
-async fn infer(client: &mut Client, request: ModelInferRequest) -> Outcome {
-    match client.model_infer(request).await {
+/// One unary call and what came of it, with when its answer's bytes arrived.
+async fn infer(connection: &mut Connection, request: ModelInferRequest) -> (Outcome, Instant) {
+    let outcome = match connection.client.model_infer(request).await {
         Ok(response) => Outcome::Ok(response.into_inner()),
         Err(status) => Outcome::Failed {
             code: status.code() as i32,
             message: status.message().to_string(),
         },
-    }
+    };
+    (outcome, connection.received())
 }
 
 async fn call(
     shared: Arc<Shared>,
-    mut client: Client,
+    mut connection: Connection,
     request: ModelInferRequest,
     intended: Instant,
     class: u16,
 ) {
     let sent_at = Instant::now();
     shared.sent(intended, class, sent_at);
-    let outcome = infer(&mut client, request).await;
-    shared.answered(intended, sent_at, class, outcome);
+    let (outcome, received) = infer(&mut connection, request).await;
+    shared.answered(intended, sent_at, received, class, outcome);
     shared.spawned.fetch_sub(1, Ordering::Relaxed);
     shared.notify_if_idle();
 }
@@ -531,14 +522,14 @@ fn split_clients(classes: &[Class], n: usize) -> Vec<u16> {
         .collect()
 }
 
-async fn closed_unary(shared: &Arc<Shared>, clients: &[Client], concurrency: usize) {
+async fn closed_unary(shared: &Arc<Shared>, connections: &[Connection], concurrency: usize) {
     let mut tasks = Vec::new();
     for (worker, class) in split_clients(&shared.classes, concurrency)
         .into_iter()
         .enumerate()
     {
         let shared = Arc::clone(shared);
-        let mut client = clients[worker % clients.len()].clone();
+        let mut connection = connections[worker % connections.len()].clone();
         tasks.push(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(worker as u64);
             // Each client walks its class's pool from its own offset.
@@ -552,8 +543,8 @@ async fn closed_unary(shared: &Arc<Shared>, clients: &[Client], concurrency: usi
                 let request = shared.classes[usize::from(class)].request(n, &mut rng);
                 n += concurrency as u64;
                 shared.sent(intended, class, intended);
-                let outcome = infer(&mut client, request).await;
-                shared.answered(intended, intended, class, outcome);
+                let (outcome, received) = infer(&mut connection, request).await;
+                shared.answered(intended, intended, received, class, outcome);
             }
         }));
     }
@@ -629,7 +620,7 @@ impl Pacer {
 /// intended instant by a task of its own.
 async fn open_unary(
     shared: &Arc<Shared>,
-    clients: &[Client],
+    connections: &[Connection],
     schedule: Schedule,
     rng: &mut StdRng,
 ) {
@@ -650,9 +641,15 @@ async fn open_unary(
         let n = &mut counters[usize::from(class)];
         let request = shared.classes[usize::from(class)].request(*n, rng);
         *n += 1;
-        let client = clients[i % clients.len()].clone();
+        let connection = connections[i % connections.len()].clone();
         shared.spawned.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(call(Arc::clone(shared), client, request, intended, class));
+        tokio::spawn(call(
+            Arc::clone(shared),
+            connection,
+            request,
+            intended,
+            class,
+        ));
     }
 }
 
@@ -710,6 +707,7 @@ impl StreamSender {
                 self.shared.answered(
                     flight.intended,
                     flight.sent_at,
+                    now,
                     class,
                     Outcome::Failed {
                         code: tonic::Code::Unavailable as i32,
@@ -723,15 +721,15 @@ impl StreamSender {
 
 async fn streamed(
     shared: &Arc<Shared>,
-    clients: &[Client],
+    connections: &[Connection],
     load: Load,
     rng: &mut StdRng,
 ) -> Result<(), String> {
     let mut streams = Vec::new();
     let mut inbound = Vec::new();
-    for client in clients {
+    for connection in connections {
         let (tx, rx) = mpsc::unbounded_channel::<ModelInferRequest>();
-        let mut client = client.clone();
+        let mut client = connection.client.clone();
         let answers = client
             .model_stream_infer(UnboundedReceiverStream::new(rx))
             .await
@@ -759,6 +757,7 @@ async fn streamed(
     let slots = Arc::new(slots);
     for (index, mut answers) in inbound.into_iter().enumerate() {
         let stream = Arc::clone(&streams[index]);
+        let connection = connections[index].clone();
         let sender = Arc::clone(&sender);
         let slots = Arc::clone(&slots);
         tokio::spawn(async move {
@@ -774,6 +773,7 @@ async fn streamed(
                             shared.answered(
                                 flight.intended,
                                 flight.sent_at,
+                                connection.received(),
                                 flight.class,
                                 Outcome::Failed {
                                     code: status.code() as i32,
@@ -799,7 +799,13 @@ async fn streamed(
                         message: message.error_message,
                     }
                 };
-                shared.answered(flight.intended, flight.sent_at, flight.class, outcome);
+                shared.answered(
+                    flight.intended,
+                    flight.sent_at,
+                    connection.received(),
+                    flight.class,
+                    outcome,
+                );
                 if let Some(slot) = flight.slot {
                     let now = Instant::now();
                     if claim(&shared, now) {

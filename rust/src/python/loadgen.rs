@@ -298,6 +298,10 @@ fn report_to_dict(py: Python<'_>, report: LoadReport) -> PyResult<Bound<'_, PyDi
         PyArray1::from_iter(py, samples.iter().map(|s| ms(s.send_lag))),
     )?;
     d.set_item(
+        "sample_receive_lag_ms",
+        PyArray1::from_iter(py, samples.iter().map(|s| ms(s.receive_lag))),
+    )?;
+    d.set_item(
         "code",
         PyArray1::from_iter(py, samples.iter().map(|s| s.code)),
     )?;

@@ -21,6 +21,10 @@
 //! it does for a read without a stamp: the kernel turns stamping on a moment
 //! after the first socket of the host asks for it, so the first bytes a
 //! fresh server receives may come without one.
+//!
+//! The load generator reads its answers through the same reader, so that it
+//! can tell how long an answer waited in its own socket: the generator's
+//! delay on the way back, as the send lag is on the way out.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -50,10 +54,11 @@ fn base() -> Instant {
 /// connection and the calls it carries (tonic hands it to each call as the
 /// connection's `ConnectInfo`).
 #[derive(Debug, Clone)]
-pub(super) struct Arrivals(Arc<AtomicU64>);
+pub(crate) struct Arrivals(Arc<AtomicU64>);
 
 impl Arrivals {
-    fn new(now: Instant) -> Self {
+    /// A cell whose latest arrival is `now` until a read records one.
+    pub(crate) fn new(now: Instant) -> Self {
         let arrivals = Self(Arc::new(AtomicU64::new(0)));
         arrivals.record(now);
         arrivals
@@ -67,7 +72,7 @@ impl Arrivals {
 
     /// When the bytes of the connection's latest read arrived: for a call,
     /// no earlier than its own last bytes, since they were read before it.
-    pub(super) fn latest(&self) -> Instant {
+    pub(crate) fn latest(&self) -> Instant {
         base() + Duration::from_nanos(self.0.load(Ordering::Relaxed))
     }
 }
@@ -83,7 +88,7 @@ fn arrival(stamp: Option<SystemTime>, now: Instant) -> Instant {
 
 /// An accepted connection whose reads record when their bytes arrived.
 #[derive(Debug)]
-pub(super) struct Stamped {
+pub(crate) struct Stamped {
     stream: TcpStream,
     arrivals: Arrivals,
     /// Room for one read's control message (its timestamp).
@@ -94,7 +99,13 @@ pub(super) struct Stamped {
 impl Stamped {
     /// Wraps `stream`, asking the kernel to stamp what it receives; without
     /// stamps (refused, or not Linux) a read dates its bytes by itself.
-    pub(super) fn new(stream: TcpStream) -> Self {
+    pub(crate) fn new(stream: TcpStream) -> Self {
+        Self::recording(stream, Arrivals::new(Instant::now()))
+    }
+
+    /// As [`Stamped::new`], recording into `arrivals`: a client that
+    /// reconnects keeps one cell for all its connections.
+    pub(crate) fn recording(stream: TcpStream, arrivals: Arrivals) -> Self {
         #[cfg(target_os = "linux")]
         if let Err(e) = nix::sys::socket::setsockopt(
             &stream,
@@ -111,7 +122,7 @@ impl Stamped {
         }
         Self {
             stream,
-            arrivals: Arrivals::new(Instant::now()),
+            arrivals,
             #[cfg(target_os = "linux")]
             control: nix::cmsg_space!(nix::sys::time::TimeSpec),
         }

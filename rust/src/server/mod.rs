@@ -32,6 +32,7 @@ use tonic_health::ServingStatus;
 use crate::registry::{Registry, RepositoryHooks};
 use crate::served::ServedModel;
 
+pub(crate) use arrival::{Arrivals, Stamped};
 pub use service::STREAM_ERROR_CODE;
 
 /// Settings of the gRPC server.
