@@ -39,6 +39,11 @@ Usage:
     python benchmarks/scenarios/adaptive.py --out bench-results/adaptive [--models mlp] \
         [--rounds 8] [--mixed-rounds 5]
 
+Before the server starts and after it stops, the machine's own noise is
+measured on both cores (`tidal.bench.noise`: how late a 1 ms sleep wakes,
+how much a running thread loses), so that a run can be read against the
+floor the machine set in its minutes.
+
 Writes `results.json`, `p99_vs_load_<model>.png` and prints Markdown tables
 (also in `tables.md`).
 """
@@ -64,7 +69,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from tidal import _core
-from tidal.bench import TrafficClass, make_workload, run_step, summarize
+from tidal.bench import TrafficClass, make_workload, noise, run_step, summarize
 from tidal.bench.launch import ServerProcess
 from tidal.bench.paired import PairedDifference, paired
 from tidal.bench.stats import StepResult
@@ -344,6 +349,12 @@ def main() -> int:
         help="alternated rounds of adaptive against each load's best static configuration",
     )
     parser.add_argument("--mixed-rounds", type=int, default=5, help="rounds of the mixed step")
+    parser.add_argument(
+        "--noise-seconds",
+        type=float,
+        default=10.0,
+        help="each phase of the machine's noise measured before and after the run (0: none)",
+    )
     args = parser.parse_args()
     os.sched_setaffinity(0, {args.client_cpu})
     args.out.mkdir(parents=True, exist_ok=True)
@@ -351,6 +362,8 @@ def main() -> int:
     configs = write_repository(tmp)
     report: dict[str, Any] = {"machine": os.uname().nodename, "cpus": os.cpu_count(), "models": {}}
     kw = {"duration_s": args.duration, "warmup_s": args.warmup}
+    cpus = [args.client_cpu, args.server_cpu]
+    report["noise_before"] = machine_noise(cpus, args.noise_seconds, "before the run")
     with ServerProcess(tmp / "repo", cpus=[args.server_cpu]) as server:
         pid = server.pid
         for model in args.models.split(","):
@@ -491,6 +504,8 @@ def main() -> int:
             report["models"][model] = entry
             (args.out / "results.json").write_text(json.dumps(report, indent=1, default=_plain))
     shutil.rmtree(tmp, ignore_errors=True)
+    report["noise_after"] = machine_noise(cpus, args.noise_seconds, "after the run")
+    (args.out / "results.json").write_text(json.dumps(report, indent=1, default=_plain))
     tables = render(report)
     (args.out / "tables.md").write_text(tables)
     for model, entry in report["models"].items():
@@ -505,9 +520,43 @@ def main() -> int:
     return 0
 
 
+def machine_noise(cpus: list[int], seconds: float, when: str) -> list[dict[str, Any]]:
+    """The machine's own noise on `cpus`, with nothing of tidal running."""
+    if seconds <= 0:
+        return []
+    figures = noise.measure(cpus, seconds)
+    noise.print_noise(figures, f"the machine's own noise, {when}")
+    return [asdict(f) for f in figures]
+
+
+def render_noise(report: dict[str, Any]) -> list[str]:
+    """The noise measured before and after, one row per core and time."""
+    rows = [(when, f) for when in ("before", "after") for f in report.get(f"noise_{when}", [])]
+    if not rows:
+        return []
+    out = [
+        "Machine noise, nothing of tidal running (`tidal.bench.noise`; ms): how late a"
+        " 1 ms sleep returned, and the time a running thread lost to gaps:\n",
+        "| when | cpu | late P50 | P99 | P99.9 | max | > 5 ms | lost running | longest gap |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for when, f in rows:
+        out.append(
+            f"| {when} | {f['cpu']} | {f['wake_p50_ms']:.3f} | {f['wake_p99_ms']:.3f} | "
+            f"{f['wake_p999_ms']:.3f} | {f['wake_max_ms']:.2f} | {f['wake_over_5ms']} | "
+            f"{f['run_lost']:.2%} | {f['run_max_gap_ms']:.2f} |"
+        )
+    out.append("")
+    return out
+
+
 def _plain(value: Any) -> Any:
     """JSON for numpy values (histograms) in the step results."""
     return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} ms"
 
 
 def best_static(entry: dict[str, Any]) -> dict[float, str]:
@@ -753,7 +802,7 @@ def render_overload(e: dict[str, Any]) -> list[str]:
 
 
 def render(report: dict[str, Any]) -> str:
-    out = []
+    out = render_noise(report)
     for model, e in report["models"].items():
         slo = e["slo_ms"]
         out.append(
@@ -808,7 +857,10 @@ def render(report: dict[str, Any]) -> str:
                 f"online answered {m['online']['throughput']:,.0f}/s, total throughput {total:,.0f}/s "
                 f"= {total / near:.0%} of the 1x steps beside it ({near:,.0f}/s), "
                 f"{total / e['mixed_capacity']:.0%} of the capacity measured before the step "
-                f"({e['mixed_capacity']:,.0f}/s; {e['capacity']:,.0f}/s at the start)."
+                f"({e['mixed_capacity']:,.0f}/s; {e['capacity']:,.0f}/s at the start). "
+                f"The generator's own delays on the online calls, P99: "
+                f"{_ms(m['online'].get('send_lag_p99_ms'))} sending, "
+                f"{_ms(m['online'].get('receive_lag_p99_ms'))} taking the answer."
             )
         out.extend(
             render_head_to_head(e.get("linear", []), "Linear cost: against dispatching at once")
