@@ -330,12 +330,11 @@ impl Policy for AdaptivePolicy {
         // The queue ahead drains in full batches at the cap, spread over the
         // instances; then this request's own batch runs, with the rows left
         // over and those that arrive before it starts (they join it: its
-        // batch is larger than what is queued now). Each batch is taken as
-        // running long, so that what is admitted finishes in time even when
-        // the core is contended.
+        // batch is larger than what is queued now). Then the allowance for
+        // batches that run long (below).
         let cap = self.batch_cap(&line);
         let instances = view.instances.max(1) as f64;
-        let full_batch = line.predict_tail(cap);
+        let full_batch = line.predict(cap);
         let free_at = view.earliest_free.max(view.now);
         let free_in = (free_at - view.now).as_secs_f64();
         // Higher priorities keep arriving while this request waits and are
@@ -358,18 +357,31 @@ impl Policy for AdaptivePolicy {
             return false;
         };
         let rows_ahead = view.rows_ahead + (view.overtaking_rate * wait).round() as usize;
-        let full_batches = rows_ahead / cap;
-        let drain = full_batch.mul_f64(full_batches as f64 / instances);
+        // Full batches each instance runs before this request's own.
+        let in_turn = (rows_ahead / cap) as f64 / instances;
+        let drain = full_batch.mul_f64(in_turn);
         let start = free_at + drain;
         // Arrivals at this priority or below fill its batch where there is room.
         let joining =
             (view.arrival_rate - view.overtaking_rate).max(0.0) * (start - view.now).as_secs_f64();
         let own_rows = (rows_ahead % cap + view.rows) as f64 + joining;
-        let own = line.predict_tail((own_rows.ceil() as usize).min(cap));
+        let own = line.predict((own_rows.ceil() as usize).min(cap));
+        // Any batch may run long, by the tail factor, but a run of them
+        // seldom all do: n batches in turn exceed n typical ones by about
+        // sqrt(n) times one batch's excess (the spread of a sum of
+        // independent times), not n times. Taken n times, a queue of
+        // transformer_large rows (one row a batch) looked half again as long
+        // as it drains, and requests it would have served in time were
+        // refused. A slow minute, which makes every batch long at once, is
+        // not independent: that is what the reserve learns.
+        let excess = (line.tail_factor - 1.0).max(0.0);
+        let (full, last) = (full_batch.as_secs_f64(), own.as_secs_f64());
+        let long = Duration::from_secs_f64(excess * (in_turn * full * full + last * last).sqrt());
         // Only the server's share of the time left is the server's to use;
         // the reserve keeps back more while admitted requests turn out late.
         let usable = (SERVER_SHARE - view.reserve).max(0.0);
-        start + own <= view.now + deadline.saturating_duration_since(view.now).mul_f64(usable)
+        start + own + long
+            <= view.now + deadline.saturating_duration_since(view.now).mul_f64(usable)
     }
 }
 
@@ -462,6 +474,25 @@ mod tests {
                 b.max(1),
                 Duration::from_nanos(((fixed_us + per_row_us * b as f64) * 1e3) as u64),
             );
+        }
+        model.refit();
+        Arc::new(model)
+    }
+
+    /// As [`cost`], with one batch in four of every size running
+    /// `factor` times long: the tail factor is `factor`.
+    fn cost_with_tail(fixed_us: f64, per_row_us: f64, max: usize, factor: f64) -> Arc<CostModel> {
+        let model = CostModel::new(max);
+        for b in [1, max / 2, max] {
+            let typical = (fixed_us + per_row_us * b as f64) * 1e3;
+            for i in 0..16 {
+                let ns = if i % 4 == 0 {
+                    typical * factor
+                } else {
+                    typical
+                };
+                model.observe(b.max(1), Duration::from_nanos(ns as u64));
+            }
         }
         model.refit();
         Arc::new(model)
@@ -617,6 +648,37 @@ mod tests {
         let mut open = admission(10_000, 1);
         open.deadline = None;
         assert!(p.admit(&open));
+    }
+
+    #[test]
+    fn a_queue_is_not_taken_as_every_batch_in_it_running_long() {
+        // transformer_large-like: 2 ms a row, no fixed cost (one row a
+        // batch), and one batch in four 1.5 times as long.
+        let p = AdaptivePolicy::new(
+            32,
+            Duration::from_millis(100),
+            cost_with_tail(0.0, 2000.0, 32, 1.5),
+        );
+        assert_eq!(p.cost.line().tail_factor, 1.5);
+        assert_eq!(cap(&p), 1);
+        let now = Instant::now();
+        // 30 rows ahead: 60 ms of typical batches and its own 2 ms, and the
+        // allowance for long ones, 0.5 x sqrt(30 x 2² + 2²) = 5.6 ms: 67.6
+        // ms, 85% of 79.5 ms. Every batch taken as long (3 ms each, 93 ms)
+        // would need a deadline of 109.4 ms.
+        assert!(p.admit(&admission(now, 30, 80, 0.0)));
+        assert!(!p.admit(&admission(now, 30, 79, 0.0)));
+        // Nothing ahead but a batch running: its own batch still runs long.
+        let busy = AdmissionView {
+            idle_instance: false,
+            ..admission(now, 0, 4, 0.0)
+        };
+        // 3 ms is 85% of 3.5 ms.
+        assert!(p.admit(&busy));
+        assert!(!p.admit(&AdmissionView {
+            deadline: Some(now + Duration::from_micros(3400)),
+            ..busy
+        }));
     }
 
     #[test]

@@ -25,6 +25,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::{mpsc, Notify};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::StreamExt;
+
 use super::arrivals::{Arrivals, Schedule};
 use super::class::Class;
 use super::connection::Connection;
@@ -33,12 +40,6 @@ use super::timer::Timer;
 use crate::server::proto::infer_parameter::ParameterChoice;
 use crate::server::proto::{ModelInferRequest, ModelInferResponse};
 use crate::server::STREAM_ERROR_CODE;
-use parking_lot::Mutex;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use tokio::sync::{mpsc, Notify};
-use tokio_stream::wrappers::UnboundedReceiverStream;
-use tokio_stream::StreamExt;
 
 /// How requests are offered.
 #[derive(Debug, Clone, PartialEq)]
