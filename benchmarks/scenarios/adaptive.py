@@ -520,18 +520,23 @@ def main() -> int:
     return 0
 
 
-def machine_noise(cpus: list[int], seconds: float, when: str) -> list[dict[str, Any]]:
-    """The machine's own noise on `cpus`, with nothing of tidal running."""
+def machine_noise(cpus: list[int], seconds: float, when: str) -> dict[str, Any]:
+    """The machine's own noise on `cpus`, and the round trips between them,
+    with nothing of tidal running."""
     if seconds <= 0:
-        return []
+        return {}
     figures = noise.measure(cpus, seconds)
     noise.print_noise(figures, f"the machine's own noise, {when}")
-    return [asdict(f) for f in figures]
+    trip = noise.round_trip(cpus, seconds)
+    noise.print_round_trip(trip, f"round trips between the cores, {when}")
+    return {"cores": [asdict(f) for f in figures], "round_trip": asdict(trip)}
 
 
 def render_noise(report: dict[str, Any]) -> list[str]:
-    """The noise measured before and after, one row per core and time."""
-    rows = [(when, f) for when in ("before", "after") for f in report.get(f"noise_{when}", [])]
+    """The noise measured before and after: one row per core and time, then
+    the round trips between the cores."""
+    measured = {when: report.get(f"noise_{when}") or {} for when in ("before", "after")}
+    rows = [(when, f) for when, m in measured.items() for f in m.get("cores", [])]
     if not rows:
         return []
     out = [
@@ -546,6 +551,16 @@ def render_noise(report: dict[str, Any]) -> list[str]:
             f"{f['wake_p999_ms']:.3f} | {f['wake_max_ms']:.2f} | {f['wake_over_5ms']} | "
             f"{f['run_lost']:.2%} | {f['run_max_gap_ms']:.2f} |"
         )
+    out.append("\nRound trips of one byte between the cores, back to back (ms):\n")
+    out.append("| when | cpus | trips | P50 | P99 | P99.9 | max | > 1 ms |")
+    out.append("|---|---|---|---|---|---|---|---|")
+    for when, m in measured.items():
+        if t := m.get("round_trip"):
+            out.append(
+                f"| {when} | {' -> '.join(str(c) for c in t['cpus'])} | {t['trips']:,} | "
+                f"{t['p50_ms']:.3f} | {t['p99_ms']:.3f} | {t['p999_ms']:.3f} | "
+                f"{t['max_ms']:.2f} | {t['over_1ms']} |"
+            )
     out.append("")
     return out
 

@@ -13,6 +13,12 @@ measured in two phases, in its own process pinned to it, all cores at once:
 - *running*: read the clock in a tight loop; every gap longer than
   `GAP_S` is time the core was taken from the thread.
 
+And between two cores, the *round trip* of one byte over a pair of pipes,
+back to back: each side wakes the other, as a request and its answer wake
+a server and its client on loopback. On a nested virtual machine a wake-up
+across cores is an interrupt the hypervisors relay, and its cost can stay
+hidden while each core alone looks quiet.
+
 `python -m tidal.bench.noise --cpus 0,1 --seconds 10` prints the figures.
 """
 
@@ -29,7 +35,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["CoreNoise", "measure", "print_noise"]
+__all__ = ["CoreNoise", "RoundTrip", "measure", "print_noise", "print_round_trip", "round_trip"]
 
 SLEEP_S = 0.001
 """The wake-up phase's sleep."""
@@ -57,6 +63,22 @@ class CoreNoise:
     """Share of the running phase in clock gaps longer than `GAP_S`."""
     run_max_gap_ms: float
     run_gaps_over_1ms: int
+
+
+@dataclass
+class RoundTrip:
+    """Round trips of one byte between two cores (milliseconds)."""
+
+    cpus: list[int]
+    """The pinging core, then the answering one."""
+    seconds: float
+    trips: int
+    p50_ms: float
+    p99_ms: float
+    p999_ms: float
+    max_ms: float
+    over_1ms: int
+    """Round trips longer than 1 ms."""
 
 
 def _wake_phase(seconds: float) -> np.ndarray:
@@ -96,6 +118,69 @@ def _measure_here(cpu: int, seconds: float) -> CoreNoise:
         run_max_gap_ms=float(gaps.max()) if gaps.size else 0.0,
         run_gaps_over_1ms=int((gaps > 1.0).sum()),
     )
+
+
+def _ping(cpu: int, seconds: float, out_fd: int, in_fd: int) -> RoundTrip:
+    os.sched_setaffinity(0, {cpu})
+    trips = []
+    clock = time.perf_counter
+    end = clock() + seconds
+    while (start := clock()) < end:
+        os.write(out_fd, b"x")
+        os.read(in_fd, 1)
+        trips.append(clock() - start)
+    rtt = np.array(trips) * 1e3
+    return RoundTrip(
+        cpus=[cpu],
+        seconds=seconds,
+        trips=int(rtt.size),
+        p50_ms=float(np.percentile(rtt, 50)),
+        p99_ms=float(np.percentile(rtt, 99)),
+        p999_ms=float(np.percentile(rtt, 99.9)),
+        max_ms=float(rtt.max()),
+        over_1ms=int((rtt > 1.0).sum()),
+    )
+
+
+def _pong(cpu: int, in_fd: int, out_fd: int) -> None:
+    os.sched_setaffinity(0, {cpu})
+    while os.read(in_fd, 1):
+        os.write(out_fd, b"x")
+
+
+def round_trip(cpus: Sequence[int], seconds: float = 10.0) -> RoundTrip:
+    """Round trips between the first two of `cpus`, each side in its own
+    process pinned to its core, back to back for `seconds`."""
+    if len(cpus) < 2:
+        raise ValueError(f"a round trip needs two cores, got {list(cpus)}")
+    ping, pong = cpus[0], cpus[1]
+    there_r, there_w = os.pipe()
+    back_r, back_w = os.pipe()
+    command = [sys.executable, "-m", "tidal.bench.noise"]
+    answering = subprocess.Popen(
+        [*command, "--pong", str(pong), str(there_r), str(back_w)],
+        pass_fds=(there_r, back_w),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    pinging = subprocess.Popen(
+        [*command, "--ping", str(ping), str(seconds), str(there_w), str(back_r)],
+        pass_fds=(there_w, back_r),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for fd in (there_r, there_w, back_r, back_w):
+        os.close(fd)
+    out, err = pinging.communicate(timeout=2 * seconds + 30)
+    _, pong_err = answering.communicate(timeout=30)
+    for child, cpu, why in ((pinging, ping, err), (answering, pong, pong_err)):
+        if child.returncode != 0:
+            last = why.strip().splitlines()[-1] if why.strip() else f"exit {child.returncode}"
+            raise RuntimeError(f"the round trip on cpu {cpu} failed: {last}")
+    trip = RoundTrip(**json.loads(out))
+    trip.cpus = [ping, pong]
+    return trip
 
 
 def measure(cpus: Sequence[int], seconds: float = 10.0) -> list[CoreNoise]:
@@ -145,17 +230,50 @@ def print_noise(figures: Sequence[CoreNoise], title: str = "the machine's own no
     Console().print(table)
 
 
+def print_round_trip(trip: RoundTrip, title: str = "round trips between cores") -> None:
+    """The round trips as a table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{title} (ms)")
+    for name in ("cpus", "trips", "P50", "P99", "P99.9", "max", "> 1 ms"):
+        table.add_column(name, justify="right")
+    table.add_row(
+        " -> ".join(str(c) for c in trip.cpus),
+        f"{trip.trips:,}",
+        f"{trip.p50_ms:.3f}",
+        f"{trip.p99_ms:.3f}",
+        f"{trip.p999_ms:.3f}",
+        f"{trip.max_ms:.2f}",
+        f"{trip.over_1ms:,}",
+    )
+    Console().print(table)
+
+
 def _main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cpus", default="0,1", help="cores to measure, all at once")
     parser.add_argument("--seconds", type=float, default=10.0, help="per phase")
     parser.add_argument("--child", nargs=2, metavar=("CPU", "SECONDS"), help=argparse.SUPPRESS)
+    parser.add_argument("--ping", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--pong", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         cpu, seconds = int(args.child[0]), float(args.child[1])
         print(json.dumps(asdict(_measure_here(cpu, seconds))))
         return 0
-    print_noise(measure([int(c) for c in args.cpus.split(",")], args.seconds))
+    if args.ping:
+        cpu, seconds, out_fd, in_fd = args.ping
+        print(json.dumps(asdict(_ping(int(cpu), float(seconds), int(out_fd), int(in_fd)))))
+        return 0
+    if args.pong:
+        cpu, in_fd, out_fd = (int(a) for a in args.pong)
+        _pong(cpu, in_fd, out_fd)
+        return 0
+    cpus = [int(c) for c in args.cpus.split(",")]
+    print_noise(measure(cpus, args.seconds))
+    if len(cpus) >= 2:
+        print_round_trip(round_trip(cpus, args.seconds))
     return 0
 
 
