@@ -56,11 +56,6 @@ impl Line {
         let ns = self.fixed_ns + self.per_row_ns * rows as f64;
         Duration::from_nanos(ns.max(0.0) as u64)
     }
-
-    /// Time of a batch of `rows` that runs long (the typical time times the tail factor).
-    pub fn predict_tail(&self, rows: usize) -> Duration {
-        self.predict(rows).mul_f64(self.tail_factor)
-    }
 }
 
 /// Online, robust estimate of batch execution time by batch size.
@@ -307,7 +302,11 @@ mod tests {
         model.refit();
         assert_eq!(model.line().tail_factor, 1.5);
         assert_eq!(model.predict(4), us(100.0));
-        assert_eq!(model.line().predict_tail(4), us(150.0));
+        // A batch of 4 that runs long takes 150 µs.
+        assert_eq!(
+            model.predict(4).mul_f64(model.line().tail_factor),
+            us(150.0)
+        );
     }
 
     #[test]

@@ -468,15 +468,7 @@ mod tests {
 
     /// t(b) = fixed + per_row·b, in microseconds.
     fn cost(fixed_us: f64, per_row_us: f64, max: usize) -> Arc<CostModel> {
-        let model = CostModel::new(max);
-        for b in [1, max / 2, max] {
-            model.observe(
-                b.max(1),
-                Duration::from_nanos(((fixed_us + per_row_us * b as f64) * 1e3) as u64),
-            );
-        }
-        model.refit();
-        Arc::new(model)
+        cost_with_tail(fixed_us, per_row_us, max, 1.0)
     }
 
     /// As [`cost`], with one batch in four of every size running
