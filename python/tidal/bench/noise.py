@@ -32,8 +32,11 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
+from rich.console import Console
+from rich.table import Table
 
 __all__ = ["CoreNoise", "RoundTrip", "measure", "print_noise", "print_round_trip", "round_trip"]
 
@@ -148,6 +151,22 @@ def _pong(cpu: int, in_fd: int, out_fd: int) -> None:
         os.write(out_fd, b"x")
 
 
+def _child(*args: str, **popen: Any) -> subprocess.Popen[str]:
+    """This module in a process of its own, in one of its child modes."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tidal.bench.noise", *args],
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
+
+
+def _failure(child: subprocess.Popen[str], stderr: str) -> str:
+    """Why `child` failed: the last line it wrote to stderr, else its exit code."""
+    lines = stderr.strip().splitlines()
+    return lines[-1] if lines else f"exit {child.returncode}"
+
+
 def round_trip(cpus: Sequence[int], seconds: float = 10.0) -> RoundTrip:
     """Round trips between the first two of `cpus`, each side in its own
     process pinned to its core, back to back for `seconds`."""
@@ -156,19 +175,15 @@ def round_trip(cpus: Sequence[int], seconds: float = 10.0) -> RoundTrip:
     ping, pong = cpus[0], cpus[1]
     there_r, there_w = os.pipe()
     back_r, back_w = os.pipe()
-    command = [sys.executable, "-m", "tidal.bench.noise"]
-    answering = subprocess.Popen(
-        [*command, "--pong", str(pong), str(there_r), str(back_w)],
-        pass_fds=(there_r, back_w),
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    pinging = subprocess.Popen(
-        [*command, "--ping", str(ping), str(seconds), str(there_w), str(back_r)],
+    answering = _child("--pong", str(pong), str(there_r), str(back_w), pass_fds=(there_r, back_w))
+    pinging = _child(
+        "--ping",
+        str(ping),
+        str(seconds),
+        str(there_w),
+        str(back_r),
         pass_fds=(there_w, back_r),
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
     )
     for fd in (there_r, there_w, back_r, back_w):
         os.close(fd)
@@ -176,8 +191,7 @@ def round_trip(cpus: Sequence[int], seconds: float = 10.0) -> RoundTrip:
     _, pong_err = answering.communicate(timeout=30)
     for child, cpu, why in ((pinging, ping, err), (answering, pong, pong_err)):
         if child.returncode != 0:
-            last = why.strip().splitlines()[-1] if why.strip() else f"exit {child.returncode}"
-            raise RuntimeError(f"the round trip on cpu {cpu} failed: {last}")
+            raise RuntimeError(f"the round trip on cpu {cpu} failed: {_failure(child, why)}")
     trip = RoundTrip(**json.loads(out))
     trip.cpus = [ping, pong]
     return trip
@@ -186,30 +200,18 @@ def round_trip(cpus: Sequence[int], seconds: float = 10.0) -> RoundTrip:
 def measure(cpus: Sequence[int], seconds: float = 10.0) -> list[CoreNoise]:
     """Measures each of `cpus` at once, each in its own process (so that no
     lock between them is measured), for `seconds` per phase."""
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-m", "tidal.bench.noise", "--child", str(cpu), str(seconds)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for cpu in cpus
-    ]
+    children = [_child("--child", str(cpu), str(seconds), stdout=subprocess.PIPE) for cpu in cpus]
     figures = []
     for cpu, child in zip(cpus, children, strict=True):
         out, err = child.communicate(timeout=4 * seconds + 30)
         if child.returncode != 0:
-            why = err.strip().splitlines()[-1] if err.strip() else f"exit {child.returncode}"
-            raise RuntimeError(f"measuring cpu {cpu} failed: {why}")
+            raise RuntimeError(f"measuring cpu {cpu} failed: {_failure(child, err)}")
         figures.append(CoreNoise(**json.loads(out)))
     return figures
 
 
 def print_noise(figures: Sequence[CoreNoise], title: str = "the machine's own noise") -> None:
     """The figures as a table."""
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=f"{title} (ms): a 1 ms sleep's lateness; time lost while running")
     for name in ("cpu", "late P50", "P99", "P99.9", "max", "> 5 ms"):
         table.add_column(name, justify="right")
@@ -232,9 +234,6 @@ def print_noise(figures: Sequence[CoreNoise], title: str = "the machine's own no
 
 def print_round_trip(trip: RoundTrip, title: str = "round trips between cores") -> None:
     """The round trips as a table."""
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=f"{title} (ms)")
     for name in ("cpus", "trips", "P50", "P99", "P99.9", "max", "> 1 ms"):
         table.add_column(name, justify="right")
