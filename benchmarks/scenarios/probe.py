@@ -15,17 +15,29 @@ from minute to minute. The server's threads' CPU time over the step (Linux)
 says where the core went: the network threads' time per request offered,
 the workers' time per request answered.
 
+With `--one-generator` the online load and the flood are two classes of
+one generator's Poisson stream (one clock), and a line compares their
+fates in the windows where online answers came late. With `--watch S` the
+server's per-priority counts and admission reserve are sampled every S
+seconds and printed as a timeline. With `--freeze MS` the server is
+stopped for MS milliseconds every 0.3 s: a stall of its core on demand.
+Every class's line has its "in flight"
+P99: latency less the generator's own send and receive lag.
+
 Usage:
     python benchmarks/scenarios/probe.py --model transformer_large --slo-ms 100 \\
         --max-batch 32 --rate 2500[,R...] [--flood 1500] [--duration 5] [--rounds 1] \\
+        [--flood-priority 2] [--one-generator] [--watch 0.25] [--freeze 30] \\
         [--serve=--network-scheduling=normal]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -34,11 +46,154 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 from tidal._proto import grpc_service_pb2 as pb
 from tidal._proto import grpc_service_pb2_grpc as pb_grpc
 from tidal.bench import TrafficClass, Workload, make_workload, run_step
 from tidal.bench.launch import ServerProcess
 from tidal.zoo import write_zoo
+
+
+class Freezer(threading.Thread):
+    """Stops the server (SIGSTOP) for `freeze` seconds every
+    [`FREEZE_EVERY`] seconds after `after` seconds, until stopped: a stall
+    of the server's core, made to order, to see what becomes of the
+    requests that arrive during it."""
+
+    def __init__(self, pid: int, freeze: float, after: float) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.freeze, self.after = pid, freeze, after
+        self.done = threading.Event()
+        self.count = 0
+
+    def run(self) -> None:
+        if self.done.wait(self.after):
+            return
+        while not self.done.is_set():
+            os.kill(self.pid, signal.SIGSTOP)
+            try:
+                time.sleep(self.freeze)
+            finally:
+                os.kill(self.pid, signal.SIGCONT)
+            self.count += 1
+            self.done.wait(FREEZE_EVERY)
+
+
+def lane_counts(target: str, model: str) -> dict[int, tuple[int, int, int, float]]:
+    """Per priority level: admitted, refused and expired so far, and the admission reserve."""
+    with grpc.insecure_channel(target) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        stats = stub.ModelStatistics(pb.ModelStatisticsRequest(name=model)).model_stats[0]
+    return {
+        lane.priority: (lane.admitted, lane.refused, lane.expired, lane.admission_reserve)
+        for lane in stats.priority_stats
+    }
+
+
+class Watch(threading.Thread):
+    """Samples the lanes' counts every `interval` seconds until stopped, so
+    that admission's course through a round can be read afterwards."""
+
+    def __init__(self, target: str, model: str, interval: float) -> None:
+        super().__init__(daemon=True)
+        self.target, self.model, self.interval = target, model, interval
+        self.samples: list[tuple[float, dict[int, tuple[int, int, int, float]]]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        started = time.monotonic()
+        while not self.done.wait(self.interval):
+            self.samples.append((time.monotonic() - started, lane_counts(self.target, self.model)))
+
+    def lines(self) -> list[str]:
+        """One line per interval: per priority, requests admitted, refused and expired in it, and the reserve at its end."""
+        out = []
+        for (_, before), (t, after) in itertools.pairwise(self.samples):
+            parts = []
+            for priority, (admitted, refused, expired, reserve) in sorted(after.items()):
+                a0, r0, e0, _ = before.get(priority, (0, 0, 0, 0.0))
+                parts.append(
+                    f"p{priority} +{admitted - a0} admitted +{refused - r0} refused "
+                    f"+{expired - e0} expired reserve {reserve:.2f}"
+                )
+            out.append(f"    {t:5.1f} s  " + " | ".join(parts))
+        return out
+
+
+# Period of `--freeze`'s stalls.
+FREEZE_EVERY = 0.3
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+# Width of the windows in which the classes' fates are compared.
+_WINDOW_S = 0.005
+
+
+def samples(raw: dict[str, Any], index: int) -> dict[str, np.ndarray]:
+    """The generator's per-answer arrays of traffic class `index`."""
+    mine = np.asarray(raw["class_index"]) == index
+    keys = ("intended_s", "latency_ms", "sample_send_lag_ms", "sample_receive_lag_ms", "code")
+    return {key: np.asarray(raw[key])[mine] for key in keys}
+
+
+def in_flight_p99(s: dict[str, np.ndarray]) -> float:
+    """P99 over the successes of latency less the generator's own send and
+    receive lag: the time from the request leaving the generator's hands to
+    its answer reaching the generator's socket."""
+    ok = s["code"] == 0
+    if not ok.any():
+        return float("nan")
+    rest = s["latency_ms"] - s["sample_send_lag_ms"] - s["sample_receive_lag_ms"]
+    return float(np.percentile(rest[ok], 99))
+
+
+def answered_late(s: dict[str, np.ndarray], slo_ms: float) -> int:
+    """Successes whose latency at the client exceeded the objective."""
+    return int(((s["code"] == 0) & (s["latency_ms"] > slo_ms)).sum())
+
+
+def class_line(
+    name: str, offered: float, s: dict[str, np.ndarray], window_s: float, slo_ms: float
+) -> str:
+    """A traffic class's figures from its samples, for classes sharing one run."""
+    ok = s["code"] == 0
+    codes, counts = np.unique(s["code"][~ok], return_counts=True)
+    errors = {_CODE_NAMES.get(int(c), str(c)): int(n) for c, n in zip(codes, counts, strict=True)}
+    latency = s["latency_ms"][ok]
+    quantiles = (
+        f"p50 {np.percentile(latency, 50):.2f} p99 {np.percentile(latency, 99):.2f} ms"
+        if ok.any()
+        else "no answers"
+    )
+    return (
+        f"  client, {name}: offered {offered:.0f}/s answered {ok.sum() / window_s:.0f}/s "
+        f"{quantiles} ({answered_late(s, slo_ms)} over {slo_ms:g} ms), in flight p99 "
+        f"{in_flight_p99(s):.2f} ms, send lag p99 "
+        f"{np.percentile(s['sample_send_lag_ms'], 99):.2f} ms, receive lag p99 "
+        f"{np.percentile(s['sample_receive_lag_ms'], 99):.2f} ms, errors {errors}"
+    )
+
+
+def late_windows(online: dict[str, np.ndarray], flood: dict[str, np.ndarray], slo_ms: float) -> str:
+    """What the flood got in the windows where online answers came late.
+
+    Both classes wait through the same stalls; online requests overtake the
+    flood, so in a stalled window the flood's are refused or expire while
+    the online ones are answered late. The online P99 then carries the
+    stalls and the flood's looks the better for having lost them.
+    """
+    late = (online["code"] == 0) & (online["latency_ms"] > slo_ms)
+    windows = np.unique(np.floor(online["intended_s"][late] / _WINDOW_S))
+    inside = np.isin(np.floor(flood["intended_s"] / _WINDOW_S), windows)
+
+    def fate(mask: np.ndarray) -> str:
+        n = int(mask.sum())
+        answered = int((mask & (flood["code"] == 0)).sum())
+        return f"{n} sent, {answered / max(n, 1):.0%} answered"
+
+    return (
+        f"  online answers over {slo_ms:g} ms: {int(late.sum())}, in {len(windows)} windows of "
+        f"{_WINDOW_S * 1e3:g} ms; the flood in those windows: {fate(inside)}; "
+        f"elsewhere: {fate(~inside)}"
+    )
 
 
 def server_figures(target: str, model: str) -> list[str]:
@@ -132,26 +287,57 @@ def probe(args: argparse.Namespace, repo: Path, round_: int) -> None:
                 seed=seed,
             )
 
-        online, flood = at(1), at(2)
+        online, flood = at(1), at(args.flood_priority)
         for rate in (float(r) for r in args.rate.split(",")):
             loads = [("online", online, rate, 1)]
-            if args.flood:
+            if args.flood and args.one_generator:
+                both = make_workload(
+                    server.target,
+                    "m",
+                    count=64,
+                    classes=(
+                        TrafficClass(name="online", priority=1, weight=rate),
+                        TrafficClass(name="flood", priority=args.flood_priority, weight=args.flood),
+                    ),
+                )
+                loads = [("both", both, rate + args.flood, 1)]
+            elif args.flood:
                 loads.append(("flood", flood, args.flood, 2))
             threads = [threading.Thread(target=drive, args=load) for load in loads]
+            watch = Watch(server.target, "m", args.watch) if args.watch else None
+            freezer = Freezer(server.pid, args.freeze / 1e3, args.warmup) if args.freeze else None
             before, started = thread_times(server.pid), time.monotonic()
+            for helper in (watch, freezer):
+                if helper:
+                    helper.start()
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
+            for helper in (watch, freezer):
+                if helper:
+                    helper.done.set()
+                    helper.join()
             after, seconds = thread_times(server.pid), time.monotonic() - started
             # Warm-up and measured window together: what the thread times cover.
             window = args.warmup + args.duration
-            print(f"round {round_}: {args.model}, {args.policy}, slo {args.slo_ms:g} ms")
+            stalls = f", the server stopped {freezer.count} times" if freezer else ""
+            print(f"round {round_}: {args.model}, {args.policy}, slo {args.slo_ms:g} ms{stalls}")
+            if "both" in results:
+                raw = results["both"].raw
+                on, fl = samples(raw, 0), samples(raw, 1)
+                print(class_line("online", rate, on, raw["window_s"], args.slo_ms))
+                print(class_line("flood", args.flood, fl, raw["window_s"], args.slo_ms))
+                print(late_windows(on, fl, args.slo_ms))
             for name, r in results.items():
+                if name == "both":
+                    continue
                 print(
                     f"  client, {name}: offered {r.offered_rate:.0f}/s answered "
                     f"{r.throughput:.0f}/s goodput {r.goodput:.0f}/s p50 {r.p50_ms:.2f} "
-                    f"p99 {r.p99_ms:.2f} ms, mean batch {r.mean_batch_size or 0:.1f}, "
+                    f"p99 {r.p99_ms:.2f} ms ({answered_late(samples(r.raw, 0), args.slo_ms)} over "
+                    f"{args.slo_ms:g} ms), in flight p99 {in_flight_p99(samples(r.raw, 0)):.2f} "
+                    f"ms, mean batch {r.mean_batch_size or 0:.1f}, "
                     f"send lag p50 {r.send_lag_p50_ms or 0:.2f} p99 {r.send_lag_p99_ms or 0:.2f} ms, "
                     f"receive lag p50 {r.receive_lag_p50_ms or 0:.2f} "
                     f"p99 {r.receive_lag_p99_ms or 0:.2f} ms, "
@@ -169,6 +355,10 @@ def probe(args: argparse.Namespace, repo: Path, round_: int) -> None:
             # The server's figures cover the whole round so far.
             for line in server_figures(server.target, "m"):
                 print(line)
+            if watch:
+                print(f"  every {args.watch:g} s:")
+                for line in watch.lines():
+                    print(line)
 
 
 def main() -> int:
@@ -186,6 +376,29 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--flood-priority", type=int, default=2, help="the flood's priority (1 is the highest)"
+    )
+    parser.add_argument(
+        "--freeze",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help=f"stop the server for MS milliseconds every {FREEZE_EVERY:g} s of the round",
+    )
+    parser.add_argument(
+        "--one-generator",
+        action="store_true",
+        help="send the online load and the flood from one generator, as two classes of one"
+        " Poisson stream, and compare the two classes' fates window by window",
+    )
+    parser.add_argument(
+        "--watch",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="sample the server's per-priority counts and admission reserve this often",
+    )
     parser.add_argument("--server-cpu", type=int, default=1)
     parser.add_argument("--client-cpu", type=int, default=0)
     parser.add_argument(
