@@ -21,8 +21,8 @@ fates in the windows where online answers came late. With `--watch S` the
 server's per-priority counts and admission reserve are sampled every S
 seconds and printed as a timeline. With `--freeze MS` the server is
 stopped for MS milliseconds every 0.3 s: a stall of its core on demand.
-Every class's line has its "in flight"
-P99: latency less the generator's own send and receive lag.
+Every class's line has its "in flight" P99: latency less the generator's
+own send and receive lag.
 
 Usage:
     python benchmarks/scenarios/probe.py --model transformer_large --slo-ms 100 \\
@@ -49,14 +49,14 @@ import grpc
 import numpy as np
 from tidal._proto import grpc_service_pb2 as pb
 from tidal._proto import grpc_service_pb2_grpc as pb_grpc
-from tidal.bench import TrafficClass, Workload, make_workload, run_step
+from tidal.bench import ClassFigures, TrafficClass, Workload, make_workload, run_step
 from tidal.bench.launch import ServerProcess
 from tidal.zoo import write_zoo
 
 
 class Freezer(threading.Thread):
     """Stops the server (SIGSTOP) for `freeze` seconds every
-    [`FREEZE_EVERY`] seconds after `after` seconds, until stopped: a stall
+    `FREEZE_EVERY` seconds after `after` seconds, until stopped: a stall
     of the server's core, made to order, to see what becomes of the
     requests that arrive during it."""
 
@@ -79,11 +79,16 @@ class Freezer(threading.Thread):
             self.done.wait(FREEZE_EVERY)
 
 
-def lane_counts(target: str, model: str) -> dict[int, tuple[int, int, int, float]]:
-    """Per priority level: admitted, refused and expired so far, and the admission reserve."""
+def model_stats(target: str, model: str) -> Any:
+    """The server's ModelStatistics of `model`."""
     with grpc.insecure_channel(target) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        stats = stub.ModelStatistics(pb.ModelStatisticsRequest(name=model)).model_stats[0]
+        return stub.ModelStatistics(pb.ModelStatisticsRequest(name=model)).model_stats[0]
+
+
+def lane_counts(target: str, model: str) -> dict[int, tuple[int, int, int, float]]:
+    """Per priority level: admitted, refused and expired so far, and the admission reserve."""
+    stats = model_stats(target, model)
     return {
         lane.priority: (lane.admitted, lane.refused, lane.expired, lane.admission_reserve)
         for lane in stats.priority_stats
@@ -122,7 +127,6 @@ class Watch(threading.Thread):
 
 # Period of `--freeze`'s stalls.
 FREEZE_EVERY = 0.3
-_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 # Width of the windows in which the classes' fates are compared.
 _WINDOW_S = 0.005
 
@@ -151,24 +155,17 @@ def answered_late(s: dict[str, np.ndarray], slo_ms: float) -> int:
 
 
 def class_line(
-    name: str, offered: float, s: dict[str, np.ndarray], window_s: float, slo_ms: float
+    figures: ClassFigures, offered: float, s: dict[str, np.ndarray], slo_ms: float
 ) -> str:
-    """A traffic class's figures from its samples, for classes sharing one run."""
-    ok = s["code"] == 0
-    codes, counts = np.unique(s["code"][~ok], return_counts=True)
-    errors = {_CODE_NAMES.get(int(c), str(c)): int(n) for c, n in zip(codes, counts, strict=True)}
-    latency = s["latency_ms"][ok]
-    quantiles = (
-        f"p50 {np.percentile(latency, 50):.2f} p99 {np.percentile(latency, 99):.2f} ms"
-        if ok.any()
-        else "no answers"
-    )
+    """A traffic class's line, for classes sharing one run: its figures, and
+    from its samples what they leave out."""
     return (
-        f"  client, {name}: offered {offered:.0f}/s answered {ok.sum() / window_s:.0f}/s "
-        f"{quantiles} ({answered_late(s, slo_ms)} over {slo_ms:g} ms), in flight p99 "
+        f"  client, {figures.name}: offered {offered:.0f}/s answered {figures.throughput:.0f}/s "
+        f"p50 {figures.p50_ms:.2f} p99 {figures.p99_ms:.2f} ms "
+        f"({answered_late(s, slo_ms)} over {slo_ms:g} ms), in flight p99 "
         f"{in_flight_p99(s):.2f} ms, send lag p99 "
         f"{np.percentile(s['sample_send_lag_ms'], 99):.2f} ms, receive lag p99 "
-        f"{np.percentile(s['sample_receive_lag_ms'], 99):.2f} ms, errors {errors}"
+        f"{figures.receive_lag_p99_ms or 0:.2f} ms, errors {figures.errors}"
     )
 
 
@@ -198,9 +195,7 @@ def late_windows(online: dict[str, np.ndarray], flood: dict[str, np.ndarray], sl
 
 def server_figures(target: str, model: str) -> list[str]:
     """The server's own statistics of `model`, a line per priority level and one for the cost."""
-    with grpc.insecure_channel(target) as channel:
-        stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        stats = stub.ModelStatistics(pb.ModelStatisticsRequest(name=model)).model_stats[0]
+    stats = model_stats(target, model)
     lines = []
     for lane in stats.priority_stats:
         if not (lane.admitted or lane.refused):
@@ -323,20 +318,20 @@ def probe(args: argparse.Namespace, repo: Path, round_: int) -> None:
             window = args.warmup + args.duration
             stalls = f", the server stopped {freezer.count} times" if freezer else ""
             print(f"round {round_}: {args.model}, {args.policy}, slo {args.slo_ms:g} ms{stalls}")
-            if "both" in results:
-                raw = results["both"].raw
-                on, fl = samples(raw, 0), samples(raw, 1)
-                print(class_line("online", rate, on, raw["window_s"], args.slo_ms))
-                print(class_line("flood", args.flood, fl, raw["window_s"], args.slo_ms))
+            steps = list(results.values())
+            shared = results.pop("both", None)
+            if shared:
+                on, fl = samples(shared.raw, 0), samples(shared.raw, 1)
+                print(class_line(shared.classes[0], rate, on, args.slo_ms))
+                print(class_line(shared.classes[1], args.flood, fl, args.slo_ms))
                 print(late_windows(on, fl, args.slo_ms))
             for name, r in results.items():
-                if name == "both":
-                    continue
+                mine = samples(r.raw, 0)
                 print(
                     f"  client, {name}: offered {r.offered_rate:.0f}/s answered "
                     f"{r.throughput:.0f}/s goodput {r.goodput:.0f}/s p50 {r.p50_ms:.2f} "
-                    f"p99 {r.p99_ms:.2f} ms ({answered_late(samples(r.raw, 0), args.slo_ms)} over "
-                    f"{args.slo_ms:g} ms), in flight p99 {in_flight_p99(samples(r.raw, 0)):.2f} "
+                    f"p99 {r.p99_ms:.2f} ms ({answered_late(mine, args.slo_ms)} over "
+                    f"{args.slo_ms:g} ms), in flight p99 {in_flight_p99(mine):.2f} "
                     f"ms, mean batch {r.mean_batch_size or 0:.1f}, "
                     f"send lag p50 {r.send_lag_p50_ms or 0:.2f} p99 {r.send_lag_p99_ms or 0:.2f} ms, "
                     f"receive lag p50 {r.receive_lag_p50_ms or 0:.2f} "
@@ -348,8 +343,8 @@ def probe(args: argparse.Namespace, repo: Path, round_: int) -> None:
                     before,
                     after,
                     seconds,
-                    offered=sum(r.offered_rate for r in results.values()) * window,
-                    answered=sum(r.throughput for r in results.values()) * window,
+                    offered=sum(r.offered_rate for r in steps) * window,
+                    answered=sum(r.throughput for r in steps) * window,
                 )
             )
             # The server's figures cover the whole round so far.
